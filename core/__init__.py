@@ -1,0 +1,1 @@
+"""Shared core: the sans-I/O protocol, configuration, the Engine seam, auth, logging."""

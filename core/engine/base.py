@@ -1,0 +1,126 @@
+"""The Engine interface both engines implement, with its ordering and atomicity guarantees.
+
+An engine owns durable channel history (offsets and epochs), the registry of which nodes need
+which channels, presence, and per-user connection counts. Nodes never know whether their engine is
+in-process (MemoryEngine) or shared through Redis (RedisEngine): they call these methods and
+receive deliveries through the callback given to :meth:`Engine.attach`.
+
+Guarantees every implementation gives (the contract suite in tests/contract checks them):
+
+* ``publish`` is atomic: the message is in the channel history and on its way to subscribed nodes,
+  or — on ``EngineUnavailable`` — in neither. Offsets of one channel strictly increase.
+* Deliveries of one channel reach a node in offset order. A node may see a publication more than
+  once (at-least-once); nodes dedupe by offset.
+* ``history`` after ``subscribe`` returns every message the node will not also receive live, so
+  register-then-read (DESIGN invariant 5) loses nothing.
+* ``recovered`` is False exactly when the engine cannot prove that it returned every message after
+  ``since``: the epoch differs, retention dropped some, or the offset is unknown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..protocol.envelope import ChannelName, Delivery, Epoch, Offset, Position, Publication
+
+__all__ = ["Engine", "PublishResult", "HistoryResult", "PresenceEntry", "DeliverFn"]
+
+DeliverFn = Callable[[Sequence[Delivery]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class PublishResult:
+    channel: ChannelName
+    offset: Offset
+    epoch: Epoch
+
+    def to_wire(self) -> dict[str, str]:
+        return {"channel": self.channel, "offset": self.offset, "epoch": self.epoch}
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryResult:
+    channel: ChannelName
+    epoch: Epoch
+    offset: Offset  # the latest offset of the channel ("0-0" when it has none)
+    recovered: bool
+    messages: list[Publication] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceEntry:
+    client: str
+    user: str
+    node: str
+    status: str = "online"
+    info: dict[str, Any] | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"client": self.client, "user": self.user, "status": self.status, "info": self.info, "node": self.node}
+
+
+class Engine(Protocol):
+    """What a node needs from shared state. All methods may raise EngineUnavailable."""
+
+    async def start(self) -> None:
+        """Connect; after this the engine is usable."""
+
+    async def close(self) -> None:
+        """Release connections and background tasks."""
+
+    async def healthy(self) -> bool:
+        """True when the engine can serve requests (readiness)."""
+
+    def attach(self, node: str, deliver: DeliverFn) -> None:
+        """Route deliveries for `node` to `deliver` (called on the event loop, in channel order)."""
+
+    def detach(self, node: str) -> None:
+        """Stop delivering to `node` and drop its registrations."""
+
+    async def publish(
+        self,
+        channel: ChannelName,
+        data: Any,
+        *,
+        event: str = "message",
+        sender: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> PublishResult:
+        """Append to the channel's history and deliver to every node subscribed to it, atomically.
+
+        A repeated `idempotency_key` within 5 minutes returns the first result and publishes nothing.
+        """
+
+    async def history(
+        self, channel: ChannelName, *, since: Position | None = None, limit: int | None = None
+    ) -> HistoryResult:
+        """Messages after `since` (oldest first, at most `limit`), or the latest `limit` without it."""
+
+    async def subscribe(self, node: str, channel: ChannelName) -> None:
+        """Register that `node` has at least one local subscriber of `channel`. Idempotent."""
+
+    async def unsubscribe(self, node: str, channel: ChannelName) -> None:
+        """Register that `node` has no more local subscribers of `channel`. Idempotent."""
+
+    async def signal(self, channel: ChannelName, frame: dict[str, Any]) -> None:
+        """Deliver an ephemeral frame (no history, no offset) to the channel's subscribers."""
+
+    async def presence_add(self, channel: ChannelName, entry: PresenceEntry) -> None: ...
+
+    async def presence_remove(self, channel: ChannelName, client: str) -> None: ...
+
+    async def presence(self, channel: ChannelName) -> list[PresenceEntry]: ...
+
+    async def user_acquire(self, user: str, client: str, limit: int) -> bool:
+        """Count a connection of `user`; False (and nothing counted) when it would exceed `limit`."""
+
+    async def user_release(self, user: str, client: str) -> None: ...
+
+    async def disconnect_user(self, user: str, code: int) -> int:
+        """Close every connection of `user` on every node; returns how many there were."""
+
+    async def info(self) -> dict[str, Any]:
+        """Cluster facts for /api/info: nodes, routers, partitions."""
+

@@ -1,0 +1,120 @@
+"""Server-Sent Events framing and the resume cursor (CONTRACT.md §6), without I/O.
+
+The event `id` is a cursor holding every channel's position: `tag.epoch.offset` entries joined by
+`~`, where `tag` is a short stable hash of the channel name. Reconnecting with it as
+Last-Event-ID resumes each channel of the stream (the channels themselves come from the URL).
+The shared part of an event (`event:` and `data:` lines) is encoded once per publication; only
+the `id:` line is per stream.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from typing import Any
+
+from .codec import JSON
+from .envelope import Position, Publication, offset_key
+from .errors import ProtocolError
+from .session import Subscription
+
+__all__ = ["channel_tag", "encode_cursor", "decode_cursor", "event_tail", "SseStream", "MAX_CURSOR"]
+
+MAX_CURSOR = 1024
+_ENTRY_RE = re.compile(r"([a-z2-7]{8})\.([A-Za-z0-9_-]{1,64})\.(\d{1,19}-\d{1,19})")
+
+
+def channel_tag(channel: str) -> str:
+    digest = hashlib.blake2b(channel.encode(), digest_size=5).digest()
+    return base64.b32encode(digest).decode().lower()
+
+
+def encode_cursor(positions: dict[str, Position]) -> str:
+    return "~".join(f"{channel_tag(ch)}.{p.epoch}.{p.offset}" for ch, p in positions.items())
+
+
+def decode_cursor(cursor: str) -> dict[str, Position]:
+    """Tag → position; ProtocolError when the cursor is not one this server made."""
+    if len(cursor) > MAX_CURSOR:
+        raise ProtocolError("Last-Event-ID is longer than 1 KiB")
+    out: dict[str, Position] = {}
+    if not cursor:
+        return out
+    for entry in cursor.split("~"):
+        m = _ENTRY_RE.fullmatch(entry)
+        if m is None:
+            raise ProtocolError("Last-Event-ID is not a Herald cursor")
+        out[m.group(1)] = Position(m.group(3), m.group(2))  # type: ignore[arg-type]
+    return out
+
+
+def event_tail(event: str, data_json: bytes) -> bytes:
+    """The `event:` and `data:` lines and the blank line ending an event."""
+    return b"event: " + event.encode() + b"\ndata: " + data_json + b"\n\n"
+
+
+def comment(text: str) -> bytes:
+    return b": " + text.encode() + b"\n\n"
+
+
+class SseStream:
+    """The channels of one SSE response and its cursor."""
+
+    __slots__ = ("subs", "_parts", "msgs_out")
+
+    def __init__(self) -> None:
+        self.subs: dict[str, Subscription] = {}
+        self._parts: dict[str, bytes] = {}
+        self.msgs_out = 0
+
+    def start(self, channel: str, since: Position | None) -> Subscription:
+        sub = Subscription(channel)
+        if since is not None:
+            sub.last, sub.epoch = since.key, since.epoch
+        sub.pending = []
+        self.subs[channel] = sub
+        return sub
+
+    def _advance(self, sub: Subscription, offset: str) -> None:
+        self._parts[sub.channel] = f"{channel_tag(sub.channel)}.{sub.epoch}.{offset}".encode()
+
+    def cursor(self) -> bytes:
+        return b"~".join(self._parts.values())
+
+    def complete(self, channel: str, result: Any, since: Position | None) -> tuple[list[bytes], bool]:
+        """History read for `channel`: the events to send (missed, then buffered) and whether
+        the gap was filled (False → the caller sends a `recovery` event)."""
+        sub = self.subs[channel]
+        pending, sub.pending = sub.pending or [], None
+        recovered = since is None or (result.recovered and since.epoch == result.epoch)
+        if since is None or not recovered:
+            sub.last, missed = offset_key(result.offset), []
+        else:
+            missed = [m for m in result.messages if m.key > sub.last]
+        sub.epoch = result.epoch
+        self._advance(sub, result.offset if since is None or not recovered else since.offset)
+        events = []
+        for pub in (*missed, *[p for p in pending if p.epoch == sub.epoch]):
+            if pub.key > sub.last:
+                events.append(self.render(sub, pub, None))
+        return events, recovered
+
+    def render(self, sub: Subscription, pub: Publication, tail: bytes | None) -> bytes:
+        sub.last = pub.key
+        self._advance(sub, pub.offset)
+        self.msgs_out += 1
+        if tail is None:
+            tail = event_tail(pub.event, JSON.encode(pub.envelope()))
+        return b"id: " + self.cursor() + b"\n" + tail
+
+    def deliver(self, pub: Publication, tail: bytes) -> bytes | None:
+        """Hot path: the bytes of the event for this stream, or None (duplicate / recovering)."""
+        sub = self.subs.get(pub.channel)
+        if sub is None:
+            return None
+        last = sub.last
+        if not sub.accept(pub):
+            return None
+        sub.last = last  # render() advances it along with the cursor
+        return self.render(sub, pub, tail)

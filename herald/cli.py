@@ -1,0 +1,107 @@
+"""`herald dev | node` — the command line.
+
+`herald dev` runs everything in one process on the in-memory engine with development defaults
+(secret `dev-secret`, API key `dev-key`, console logs) and prints its URLs and a demo token.
+`herald node` runs an edge node with production defaults: it refuses to start without a JWT key
+and an API key. The router and control plane arrive with the cluster (Redis) engine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import warnings
+from collections.abc import Sequence
+
+import jwt
+
+from herald import __version__
+from herald.core.config import DEV_API_KEY, DEV_SECRET, NodeConfig, add_node_options, load_node_config
+from herald.core.engine.memory import MemoryEngine
+from herald.core.logging import configure_logging
+from herald.core.protocol.errors import ConfigError
+
+__all__ = ["main"]
+
+DEV_DEFAULTS = {
+    "host": "127.0.0.1",
+    "jwt_secret": DEV_SECRET,
+    "api_key": DEV_API_KEY,
+    "log_format": "console",
+    "drain_window": 2.0,
+    "namespaces": {"room": {"join_leave": True}},
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="herald", description="Herald realtime push broker")
+    parser.add_argument("--version", action="version", version=f"herald {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    dev = sub.add_parser("dev", help="everything in one process, in-memory engine, demo page")
+    add_node_options(dev)
+    node = sub.add_parser("node", help="an edge node (WebSocket, SSE, server API)")
+    add_node_options(node)
+    return parser
+
+
+def _engine(config: NodeConfig) -> MemoryEngine:
+    if config.redis:
+        raise ConfigError("node: the Redis engine (--redis) is not available in this build yet; omit --redis")
+    return MemoryEngine(config.namespace)
+
+
+def _print_banner(config: NodeConfig, port: int) -> None:
+    from herald.node.app import demo_token
+
+    host = "127.0.0.1" if config.host in ("0.0.0.0", "::", "") else config.host
+    base = f"http://{host}:{port}"
+    token = demo_token(config, "demo") if config.jwt_algorithm == "HS256" and config.jwt_secret else None
+    lines = [
+        f"Herald {__version__} (dev, in-memory engine) is up",
+        f"  demo page   {base}/",
+        f"  WebSocket   ws://{host}:{port}/ws",
+        f"  SSE         {base}/events?channel=news:updates&token=<token>",
+        f"  publish     curl -X POST {base}/api/publish -H 'Authorization: apikey {config.api_key}' "
+        "-d '{\"channel\":\"news:updates\",\"data\":{\"text\":\"hello\"}}'",
+        f"  metrics     {base}/metrics",
+    ]
+    if token:
+        lines.append(f"  demo token  {token}")
+    print("\n".join(lines), flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    command = args.command
+    del args.command
+    try:
+        if command == "dev":
+            config = load_node_config(args, defaults={**DEV_DEFAULTS, "dev": True})
+        else:
+            config = load_node_config(args)
+        engine = _engine(config)
+    except ConfigError as exc:
+        print(f"herald: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(json=config.log_format == "json", level=config.log_level)
+    # PyJWT warns on every call with a short HMAC key; Authenticator logs it once instead.
+    warnings.filterwarnings("ignore", category=jwt.InsecureKeyLengthWarning)
+
+    from herald.node.server import serve_node
+
+    on_ready = (lambda app, port: _print_banner(config, port)) if command == "dev" else None
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is not available on Windows
+        runner = asyncio.run
+    try:
+        runner(serve_node(config, engine, on_ready))
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        print(f"herald: cannot listen on {config.host}:{config.port}: {exc.strerror}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,154 @@
+"""The server HTTP API of CONTRACT.md §7 (`Authorization: apikey <key>`) and `POST /notify`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from herald import __version__
+from herald.core.protocol.envelope import ChannelName, Position, offset_key, personal_channel, validate_channel
+from herald.core.protocol.errors import ProtocolError, Unauthorized
+
+from .http import json_response, read_json
+from .runtime import RUNTIME, NodeRuntime
+
+__all__ = ["add_api_routes"]
+
+_MAX_BROADCAST = 1000
+_MAX_HISTORY = 1000
+
+
+def _runtime(request: web.Request) -> NodeRuntime:
+    rt = request.app[RUNTIME]
+    if not rt.check_api_key(request):
+        raise Unauthorized("missing or wrong API key (Authorization: apikey <key>)")
+    return rt
+
+
+async def _body(request: web.Request, rt: NodeRuntime) -> dict[str, Any]:
+    body = await read_json(request, rt.config.max_message_size)
+    if not isinstance(body, dict):
+        raise ProtocolError("body must be a JSON object")
+    return body
+
+
+def _event(body: dict[str, Any]) -> str:
+    event = body.get("event", "message")
+    if not isinstance(event, str) or not 0 < len(event) <= 64 or not event.isprintable():
+        raise ProtocolError("'event' must be a printable string of 1-64 characters")
+    return event
+
+
+async def publish(request: web.Request) -> web.Response:
+    rt = _runtime(request)
+    body = await _body(request, rt)
+    channel = validate_channel(body.get("channel"))
+    if "data" not in body:
+        raise ProtocolError("'data' is required")
+    key = body.get("idempotency_key")
+    if key is not None and (not isinstance(key, str) or not 0 < len(key) <= 256):
+        raise ProtocolError("'idempotency_key' must be a string of 1-256 characters")
+    result = await rt.engine.publish(channel, body["data"], event=_event(body), idempotency_key=key)
+    rt.metrics.published.labels("api").inc()
+    return json_response(result.to_wire())
+
+
+async def broadcast(request: web.Request) -> web.Response:
+    rt = _runtime(request)
+    body = await _body(request, rt)
+    channels = body.get("channels")
+    if not isinstance(channels, list) or not 0 < len(channels) <= _MAX_BROADCAST:
+        raise ProtocolError(f"'channels' must be a list of 1-{_MAX_BROADCAST} channel names")
+    names = [validate_channel(c) for c in channels]
+    if "data" not in body:
+        raise ProtocolError("'data' is required")
+    event = _event(body)
+    results = []
+    for channel in names:
+        results.append((await rt.engine.publish(channel, body["data"], event=event)).to_wire())
+    rt.metrics.published.labels("api").inc(len(names))
+    return json_response({"results": results})
+
+
+async def history(request: web.Request) -> web.Response:
+    rt = _runtime(request)
+    channel = validate_channel(request.match_info["channel"])
+    q = request.query
+    since = None
+    if "since" in q:
+        if "epoch" not in q:
+            raise ProtocolError("'since' needs 'epoch'")
+        offset_key(q["since"])
+        since = Position(q["since"], q["epoch"])  # type: ignore[arg-type]
+    limit = None
+    if "limit" in q:
+        try:
+            limit = int(q["limit"])
+        except ValueError:
+            raise ProtocolError("'limit' must be an integer") from None
+        if limit < 0:
+            raise ProtocolError("'limit' must be >= 0")
+    limit = _MAX_HISTORY if limit is None else min(limit, _MAX_HISTORY)
+    res = await rt.engine.history(channel, since=since, limit=limit)
+    return json_response({"channel": channel, "epoch": res.epoch, "offset": res.offset, "recovered": res.recovered,
+                          "messages": [m.envelope() for m in res.messages]})
+
+
+async def presence(request: web.Request) -> web.Response:
+    rt = _runtime(request)
+    channel = validate_channel(request.match_info["channel"])
+    entries = await rt.engine.presence(channel)
+    return json_response({"channel": channel, "clients": [e.to_wire() for e in entries]})
+
+
+async def presence_stats(request: web.Request) -> web.Response:
+    rt = _runtime(request)
+    channel = validate_channel(request.match_info["channel"])
+    entries = await rt.engine.presence(channel)
+    return json_response({"channel": channel, "clients": len(entries), "users": len({e.user for e in entries})})
+
+
+async def disconnect(request: web.Request) -> web.Response:
+    rt = _runtime(request)
+    body = await _body(request, rt)
+    user = body.get("user")
+    if not isinstance(user, str) or not user:
+        raise ProtocolError("'user' must be a non-empty string")
+    validate_channel(personal_channel(user))
+    code = body.get("code", 4003)
+    if type(code) is not int or not (code == 1000 or 3000 <= code <= 4999):
+        raise ProtocolError("'code' must be 1000 or 3000-4999")
+    return json_response({"disconnected": await rt.engine.disconnect_user(user, code)})
+
+
+async def info(request: web.Request) -> web.Response:
+    rt = _runtime(request)
+    facts = await rt.engine.info()
+    return json_response({**facts, "version": __version__, "node": rt.node_id,
+                          "connections": rt.connection_count, "draining": rt.draining})
+
+
+async def notify(request: web.Request) -> web.Response:
+    rt = _runtime(request)
+    body = await _body(request, rt)
+    user = body.get("userId")
+    if not isinstance(user, str) or not user:
+        raise ProtocolError("'userId' must be a non-empty string")
+    if "message" not in body:
+        raise ProtocolError("'message' is required")
+    channel: ChannelName = validate_channel(personal_channel(user))
+    await rt.engine.publish(channel, body["message"], event="notification")
+    rt.metrics.published.labels("api").inc()
+    return json_response({"sent": True})
+
+
+def add_api_routes(app: web.Application) -> None:
+    app.router.add_post("/api/publish", publish)
+    app.router.add_post("/api/broadcast", broadcast)
+    app.router.add_get("/api/history/{channel:.+}", history)
+    app.router.add_get("/api/presence/{channel:.+}/stats", presence_stats)
+    app.router.add_get("/api/presence/{channel:.+}", presence)
+    app.router.add_post("/api/disconnect", disconnect)
+    app.router.add_get("/api/info", info)
+    app.router.add_post("/notify", notify)

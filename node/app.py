@@ -1,0 +1,93 @@
+"""The composition root of an edge node: `build_node_app(config, engine) -> web.Application`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from importlib import resources
+
+import jwt
+from aiohttp import web
+
+from herald.core.config import NodeConfig
+from herald.core.engine.base import Engine
+
+from .api import add_api_routes
+from .http import error_middleware, json_error, json_response
+from .runtime import RUNTIME, NodeRuntime
+from .sse import handle_events
+from .ws import handle_ws
+
+__all__ = ["build_node_app"]
+
+_STATIC = resources.files("herald.node") / "static"
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    if rt.draining:
+        return json_response({"status": "draining"}, 503)
+    if not await rt.engine.healthy():
+        return json_response({"status": "engine unavailable"}, 503)
+    return json_response({"status": "ready", "node": rt.node_id, "connections": rt.connection_count})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = request.app[RUNTIME].metrics.render()
+    return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+
+async def client_js(request: web.Request) -> web.Response:
+    return web.Response(body=(_STATIC / "client.js").read_bytes(), content_type="text/javascript",
+                        headers={"Cache-Control": "no-cache"})
+
+
+async def demo_page(request: web.Request) -> web.Response:
+    return web.Response(body=(_STATIC / "index.html").read_bytes(), content_type="text/html")
+
+
+def demo_token(config: NodeConfig, user: str, ttl: float = 3600.0) -> str:
+    """A token for the demo page (dev mode only): the lobby, news, and publishing to rooms."""
+    claims = {"sub": user, "exp": int(time.time() + ttl), "channels": ["room:*", "news:*"], "publish": ["room:*"],
+              "info": {"name": user}}
+    return jwt.encode(claims, config.jwt_secret, algorithm="HS256")
+
+
+async def demo_token_handler(request: web.Request) -> web.Response:
+    config = request.app[RUNTIME].config
+    user = request.query.get("user", "")
+    if not (0 < len(user) <= 64) or not all(c.isalnum() or c in "_-.@" for c in user):
+        return json_error(400, "bad_request", "user: 1-64 letters, digits or _-.@")
+    return json_response({"token": demo_token(config, user)})
+
+
+def build_node_app(config: NodeConfig, engine: Engine) -> web.Application:
+    rt = NodeRuntime(config, engine)
+    app = web.Application(middlewares=[error_middleware], client_max_size=config.max_message_size)
+    app[RUNTIME] = rt
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        await engine.start()
+        engine.attach(rt.node_id, rt.hub.dispatch)
+        rt.tasks.spawn(rt.ticker(), name="node.ticker")
+        yield
+        await rt.tasks.cancel_all()
+        engine.detach(rt.node_id)
+        await engine.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    app.router.add_get("/ws", handle_ws)
+    app.router.add_get("/events", handle_events)
+    add_api_routes(app)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/client.js", client_js)
+    if config.dev and config.jwt_algorithm == "HS256" and config.jwt_secret:
+        app.router.add_get("/", demo_page)
+        app.router.add_get("/demo/token", demo_token_handler)
+    return app

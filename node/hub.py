@@ -1,0 +1,155 @@
+"""Local fan-out: which connections of this node hold which channels, and delivery to them.
+
+The engine calls :meth:`Hub.dispatch` with publications in channel order. Each publication is
+encoded at most once per wire format (JSON frame, msgpack frame, SSE tail) and the same bytes are
+written to every subscriber's transport. Registration with the engine follows the local set: the
+first local subscriber registers the node for the channel, the last one leaving unregisters it;
+per-channel serialization keeps the engine's view in the order of local changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from herald.core.engine.base import Engine
+from herald.core.protocol.codec import JSON, MSGPACK
+from herald.core.protocol.envelope import Delivery, Disconnect, Publication, Signal
+from herald.core.protocol.frames import ws_frame
+from herald.core.protocol.sse import event_tail
+
+if TYPE_CHECKING:
+    from .metrics import NodeMetrics
+
+__all__ = ["Hub", "Encoded", "Subscriber"]
+
+
+class Encoded:
+    """The wire forms of one delivery, each built on first use and then shared."""
+
+    __slots__ = ("item", "_json", "_msgpack", "_sse")
+
+    def __init__(self, item: Publication | Signal) -> None:
+        self.item = item
+        self._json: bytes | None = None
+        self._msgpack: bytes | None = None
+        self._sse: bytes | None = None
+
+    def _obj(self) -> dict[str, Any]:
+        item = self.item
+        return item.envelope() if isinstance(item, Publication) else item.frame
+
+    def ws(self, opcode: int) -> bytes:
+        if opcode == 1:
+            if self._json is None:
+                self._json = ws_frame(1, JSON.encode(self._obj()))
+            return self._json
+        if self._msgpack is None:
+            self._msgpack = ws_frame(2, MSGPACK.encode(self._obj()))
+        return self._msgpack
+
+    def sse_tail(self) -> bytes:
+        if self._sse is None:
+            obj = self._obj()
+            event = self.item.event if isinstance(self.item, Publication) else obj["type"]
+            self._sse = event_tail(event, JSON.encode(obj))
+        return self._sse
+
+
+class Subscriber:
+    """What the hub needs from a connection (implemented by WsConnection and SseConnection)."""
+
+    user: str
+
+    def deliver(self, pub: Publication, enc: Encoded) -> bool: ...
+
+    def signal(self, enc: Encoded) -> None: ...
+
+    def disconnect(self, code: int) -> None: ...
+
+
+class Hub:
+    def __init__(self, node_id: str, engine: Engine, metrics: NodeMetrics) -> None:
+        self.node_id = node_id
+        self.engine = engine
+        self.metrics = metrics
+        self._channels: dict[str, dict[Subscriber, None]] = {}
+        self._registered: set[str] = set()
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        self._users: dict[str, dict[Subscriber, None]] = {}
+
+    # --- local registry ---------------------------------------------------------------------
+    def subscribers(self, channel: str) -> int:
+        return len(self._channels.get(channel, ()))
+
+    @property
+    def channel_count(self) -> int:
+        return len(self._channels)
+
+    async def add(self, channel: str, conn: Subscriber) -> None:
+        """Add `conn` locally, then make sure the engine routes `channel` here. On return the
+        registration is in effect, so reading history now cannot miss a message."""
+        self._channels.setdefault(channel, {})[conn] = None
+        await self._reconcile(channel)
+
+    async def remove(self, channel: str, conn: Subscriber) -> None:
+        conns = self._channels.get(channel)
+        if conns is None or conn not in conns:
+            return
+        del conns[conn]
+        if not conns:
+            del self._channels[channel]
+            await self._reconcile(channel)
+
+    def add_user(self, conn: Subscriber) -> None:
+        self._users.setdefault(conn.user, {})[conn] = None
+
+    def remove_user(self, conn: Subscriber) -> None:
+        conns = self._users.get(conn.user)
+        if conns is not None:
+            conns.pop(conn, None)
+            if not conns:
+                del self._users[conn.user]
+
+    async def _reconcile(self, channel: str) -> None:
+        lock, users = self._locks.get(channel) or (asyncio.Lock(), 0)
+        self._locks[channel] = (lock, users + 1)
+        try:
+            async with lock:
+                want, have = channel in self._channels, channel in self._registered
+                if want and not have:
+                    await self.engine.subscribe(self.node_id, channel)  # type: ignore[arg-type]
+                    self._registered.add(channel)
+                elif have and not want:
+                    self._registered.discard(channel)
+                    await self.engine.unsubscribe(self.node_id, channel)  # type: ignore[arg-type]
+        finally:
+            lock, users = self._locks[channel]
+            if users == 1:
+                del self._locks[channel]
+            else:
+                self._locks[channel] = (lock, users - 1)
+
+    # --- delivery (called by the engine) ------------------------------------------------------
+    def dispatch(self, items: Sequence[Delivery]) -> None:
+        now_ms = time.time() * 1000
+        for item in items:
+            if isinstance(item, Publication):
+                conns = self._channels.get(item.channel)
+                if not conns:
+                    continue
+                enc = Encoded(item)
+                sent = 0
+                for conn in list(conns):
+                    if conn.deliver(item, enc):
+                        sent += 1
+                self.metrics.delivered(sent, (now_ms - item.ts) / 1000.0)
+            elif isinstance(item, Signal):
+                enc = Encoded(item)
+                for conn in list(self._channels.get(item.channel, ())):
+                    conn.signal(enc)
+            elif isinstance(item, Disconnect):
+                for conn in list(self._users.get(item.user, ())):
+                    conn.disconnect(item.code)

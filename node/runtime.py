@@ -1,0 +1,177 @@
+"""The state one edge node shares between its handlers: config, engine, hub, limits, connections.
+
+Admission decisions (origin, draining, node/IP/user limits) live here so WebSocket and SSE apply
+the same rules; each transport maps a refusal to its own wire form.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import structlog
+from aiohttp import web
+
+from herald.core.auth import Authenticator, Principal
+from herald.core.config import NodeConfig
+from herald.core.engine.base import Engine, PresenceEntry
+from herald.core.protocol.closecodes import CloseCode
+from herald.core.protocol.envelope import ChannelName, namespace_of
+from herald.core.protocol.session import SessionLimits
+from herald.core.tasks import TaskSet
+
+from .hub import Hub
+from .metrics import NodeMetrics
+
+if TYPE_CHECKING:
+    from .sse import SseConnection
+    from .ws import WsConnection
+
+__all__ = ["NodeRuntime", "RUNTIME", "Refusal"]
+
+log = structlog.get_logger("herald.node")
+
+
+class Refusal(Exception):
+    """A connection refused by a limit: `close_code` for WebSocket, `status` for HTTP."""
+
+    def __init__(self, reason: str, close_code: CloseCode, status: int, message: str) -> None:
+        super().__init__(message)
+        self.reason, self.close_code, self.status = reason, close_code, status
+
+
+class NodeRuntime:
+    def __init__(self, config: NodeConfig, engine: Engine) -> None:
+        self.config = config
+        self.engine = engine
+        self.node_id = config.effective_node_id()
+        self.metrics = NodeMetrics(self.node_id)
+        self.hub = Hub(self.node_id, engine, self.metrics)
+        self.auth = Authenticator(config.jwt, leeway=0.0)
+        if not config.dev and config.jwt_algorithm == "HS256" and len((config.jwt_secret or "").encode()) < 32:
+            log.warning("auth.secret.short", advice="use an HS256 secret of at least 32 bytes")
+        self.tasks = TaskSet()
+        self.limits = SessionLimits(
+            max_subscriptions=config.max_subscriptions,
+            client_rate=config.client_rate,
+            client_burst=config.client_burst,
+            ping_interval=config.ping_interval,
+            idle_timeout=config.idle_timeout,
+            auth_timeout=config.auth_timeout,
+            max_reply_size=max(config.max_message_size, 1_048_576),
+            allow_publish=lambda ns: config.namespace(ns).allow_publish,
+        )
+        self.ws: dict[str, WsConnection] = {}
+        self.sse: dict[str, SseConnection] = {}
+        self.per_ip: Counter[str] = Counter()
+        self.draining = False
+        self.started = time.time()
+        self._namespaces: dict[str, Any] = {}
+        self._api_key = (config.api_key or "").encode()
+
+    # --- helpers ------------------------------------------------------------------------------
+    def namespace(self, channel: str) -> Any:
+        ns = namespace_of(channel)
+        opts = self._namespaces.get(ns)
+        if opts is None:
+            opts = self._namespaces[ns] = self.config.namespace(ns)
+        return opts
+
+    def check_api_key(self, request: web.Request) -> bool:
+        header = request.headers.get("Authorization", "")
+        scheme, _, key = header.partition(" ")
+        # compare_digest on equal-length inputs of any content is constant-time in the key
+        return scheme.lower() == "apikey" and bool(self._api_key) and hmac.compare_digest(key.strip().encode(), self._api_key)
+
+    @property
+    def connection_count(self) -> int:
+        return len(self.ws) + len(self.sse)
+
+    def origin_allowed(self, request: web.Request) -> bool:
+        origin = request.headers.get("Origin")
+        if origin is None:
+            return True  # not a browser: nothing to protect against
+        allowed = self.config.allowed_origins
+        if "*" in allowed or origin in allowed:
+            return True
+        return urlsplit(origin).netloc.lower() == request.host.lower()
+
+    def verify(self, token: str, now: float) -> Principal:
+        return self.auth.verify(token, now)
+
+    @staticmethod
+    def token_from_request(request: web.Request) -> str | None:
+        header = request.headers.get("Authorization", "")
+        if header[:7].lower() == "bearer ":
+            return header[7:].strip()
+        token = request.query.get("token") or request.cookies.get("herald_token")
+        return token or None
+
+    # --- admission ----------------------------------------------------------------------------
+    def admit(self, ip: str) -> None:
+        """Node-level and IP-level limits for a new connection; raises Refusal."""
+        cfg = self.config
+        if self.draining:
+            raise Refusal("draining", CloseCode.SERVICE_RESTART, 503, "node is draining: connect to another node")
+        if self.connection_count >= cfg.max_connections:
+            raise Refusal("node_full", CloseCode.TRY_AGAIN_LATER, 503, "node is full: try again later")
+        if self.per_ip[ip] >= cfg.max_connections_per_ip:
+            raise Refusal("ip_limit", CloseCode.TRY_AGAIN_LATER, 503, "too many connections from this address")
+
+    async def acquire_user(self, user: str, client: str) -> None:
+        if not await self.engine.user_acquire(user, client, self.config.max_connections_per_user):
+            raise Refusal("user_limit", CloseCode.TOO_MANY_CONNECTIONS, 429, "too many connections for this user")
+
+    def refused(self, refusal: Refusal) -> None:
+        self.metrics.refused.labels(refusal.reason).inc()
+        log.info("conn.refused", reason=refusal.reason)
+
+    # --- presence -----------------------------------------------------------------------------
+    async def presence_join(self, channel: ChannelName, entry: PresenceEntry) -> None:
+        opts = self.namespace(channel)
+        if not opts.presence or channel.startswith("user:"):
+            return
+        await self.engine.presence_add(channel, entry)
+        if opts.join_leave:
+            await self.engine.signal(channel, {"type": "join", "channel": channel, **entry.to_wire()})
+
+    async def presence_leave(self, channel: ChannelName, entry: PresenceEntry) -> None:
+        opts = self.namespace(channel)
+        if not opts.presence or channel.startswith("user:"):
+            return
+        await self.engine.presence_remove(channel, entry.client)
+        if opts.join_leave:
+            await self.engine.signal(channel, {"type": "leave", "channel": channel, "client": entry.client,
+                                               "user": entry.user})
+
+    async def presence_status(self, channels: list[str], entry: PresenceEntry, personal: ChannelName) -> None:
+        for channel in channels:
+            if channel != personal and self.namespace(channel).presence:
+                await self.engine.presence_add(channel, entry)  # type: ignore[arg-type]
+                await self.engine.signal(channel, _status_frame(channel, entry))  # type: ignore[arg-type]
+        await self.engine.signal(personal, _status_frame(personal, entry))
+
+    # --- periodic work ------------------------------------------------------------------------
+    async def ticker(self) -> None:
+        """Once a second: session timers (pings, expiry, idleness), SSE heartbeats, gauges."""
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.time()
+            for conn in list(self.ws.values()):
+                conn.tick(now)
+            for sconn in list(self.sse.values()):
+                sconn.tick(now)
+            self.metrics.channels.set(self.hub.channel_count)
+
+
+RUNTIME = web.AppKey("herald_node_runtime", NodeRuntime)
+
+
+def _status_frame(channel: str, entry: PresenceEntry) -> dict[str, Any]:
+    """`user_status` (CONTRACT §5) plus the channel it came through, so a client in several
+    channels with the user can tell the copies apart."""
+    return {"type": "user_status", "userId": entry.user, "status": entry.status, "channel": channel}
