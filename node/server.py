@@ -44,7 +44,8 @@ async def serve_node(config: NodeConfig, engine: Engine, on_ready: Callable[[web
         for sig in signals:  # a second signal stops at once
             loop.add_signal_handler(sig, lambda: asyncio.get_running_loop().stop())
         log.info("node.stopping", connections=rt.connection_count)
-        await site.stop()  # stop accepting first
+        # drain() turns readiness to 503 and refuses new connections at once; the listener stays
+        # open for probes and the server API until every client is gone or the window ends.
         await drain(rt, config.drain_window)
     finally:
         await runner.cleanup()
