@@ -85,7 +85,7 @@ class NodeConfig:
     drain_window: float = _opt(30.0, "seconds over which a draining node closes its connections")
     max_connections: int = _opt(20_000, "connections per node (over: 1013 / HTTP 503)")
     max_connections_per_user: int = _opt(16, "connections per user (over: 4029)")
-    max_connections_per_ip: int = _opt(2_000, "connections per client IP (over: 1013 / HTTP 503)")
+    max_connections_per_ip: int = _opt(0, "connections per client IP, 0 = no limit (behind a proxy every client has its address)")
     max_subscriptions: int = _opt(256, "channels per connection")
     allowed_origins: tuple[str, ...] = _opt((), "browser origins allowed besides the node's own ('*': any)")
     history_size: int = _opt(100, "messages of history kept per channel (default namespace)")
@@ -110,7 +110,9 @@ class NodeConfig:
             raise ConfigError("node: --port must be 0-65535")
         if self.partitions < 1:
             raise ConfigError("node: --partitions must be at least 1")
-        for name in ("max_connections", "max_connections_per_user", "max_connections_per_ip", "max_subscriptions",
+        if self.max_connections_per_ip < 0:
+            raise ConfigError("node: --max-connections-per-ip must be >= 0 (0: no limit)")
+        for name in ("max_connections", "max_connections_per_user", "max_subscriptions",
                      "max_message_size", "send_buffer", "client_burst", "sse_max_channels"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"node: --{name.replace('_', '-')} must be at least 1")

@@ -119,7 +119,7 @@ class NodeRuntime:
             raise Refusal("draining", CloseCode.SERVICE_RESTART, 503, "node is draining: connect to another node")
         if self.connection_count >= cfg.max_connections:
             raise Refusal("node_full", CloseCode.TRY_AGAIN_LATER, 503, "node is full: try again later")
-        if self.per_ip[ip] >= cfg.max_connections_per_ip:
+        if cfg.max_connections_per_ip and self.per_ip[ip] >= cfg.max_connections_per_ip:
             raise Refusal("ip_limit", CloseCode.TRY_AGAIN_LATER, 503, "too many connections from this address")
 
     async def acquire_user(self, user: str, client: str) -> None:

@@ -66,8 +66,13 @@ class PageProblems(list[str]):
     def watch(self, page: Any, name: str) -> Any:
         page.set_default_timeout(ACTION_MS)
         page.on("pageerror", lambda err: self.append(f"{name}: uncaught {err}"))
-        page.on("console", lambda msg: msg.type == "error" and self.append(f"{name}: console: {msg.text}"))
+        page.on("console", lambda msg: self._console(name, msg))
         return page
+
+    def _console(self, name: str, msg: Any) -> None:
+        url = (msg.location or {}).get("url", "")
+        if msg.type == "error" and not url.endswith("/favicon.ico"):  # the demo has no icon: a harmless 404
+            self.append(f"{name}: console: {msg.text} ({url})")
 
 
 @pytest.fixture

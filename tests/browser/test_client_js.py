@@ -1,0 +1,142 @@
+"""The browser client `/client.js` in a real browser: resume after a dropped connection, recovery
+after a server restart, and the SSE transport."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.conftest import seconds
+from tests.e2e.server import HeraldProcess
+
+pytestmark = pytest.mark.browser
+
+WAIT_MS = seconds(10) * 1000
+
+#: Makes `window.client`: a HeraldClient with a demo token, subscribed to `channel`, recording the
+#: data of every message of that channel in `window.got` and its lifecycle in `window.events`.
+#: Resolves with the first `subscribed` reply (over SSE: once the stream is open).
+START_CLIENT = """
+async ({ user, channel, transport }) => {
+  const { HeraldClient } = await import("/client.js");
+  const res = await fetch(`/demo/token?user=${encodeURIComponent(user)}`);
+  if (!res.ok) throw new Error(`demo token: HTTP ${res.status}`);
+  const { token } = await res.json();
+  window.got = [];
+  window.events = [];
+  const c = new HeraldClient({ token, transport, minDelayMs: 100, maxDelayMs: 1000 });
+  window.client = c;
+  c.on("message", (m) => { if (m.channel === channel) window.got.push(m.data); });
+  c.on("state", (s) => window.events.push({ kind: "state", state: s.state, code: s.code ?? null }));
+  c.on("subscribed", (f) => window.events.push({ kind: "subscribed", channel: f.channel, recovered: f.recovered,
+                                                 missed: f.missed, epoch: f.epoch }));
+  c.on("recovery", (r) => window.events.push({ kind: "recovery", channel: r.channel, recovered: r.recovered }));
+  c.on("error", (e) => window.events.push({ kind: "error", code: e.code ?? null, message: e.message }));
+  const subscribed = c.subscribe(channel);
+  c.connect();
+  return await subscribed;
+}
+"""
+
+
+def _publish(server: HeraldProcess, channel: str, *values: int) -> list[str]:
+    offsets = []
+    for n in values:
+        status, reply = server.api("POST", "/api/publish", {"channel": channel, "data": {"n": n}})
+        assert status == 200, reply
+        offsets.append(reply["offset"])
+    return offsets
+
+
+def _wait_got(page: Any, count: int) -> list[Any]:
+    """Wait until `count` messages arrived; returns what arrived (possibly more, for the caller to check)."""
+    try:
+        page.wait_for_function("(n) => window.got.length >= n", arg=count, timeout=WAIT_MS)
+    except Exception as exc:  # noqa: BLE001 - fail with what the page saw
+        raise AssertionError(f"waited for {count} messages; got {page.evaluate('window.got')}, "
+                             f"events {page.evaluate('window.events')}") from exc
+    return page.evaluate("window.got")
+
+
+def _events(page: Any, kind: str) -> list[dict[str, Any]]:
+    return [e for e in page.evaluate("window.events") if e["kind"] == kind]
+
+
+def _wait_subscribers(server: HeraldProcess, page: Any, channel: str, user: str) -> None:
+    """Wait until the server lists `user` in `channel`'s presence (it joins after the channel is live)."""
+    page.wait_for_function("() => true")  # keep Playwright's connection alive between polls
+    deadline = seconds(10)
+    import time
+
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        status, reply = server.api("GET", f"/api/presence/{channel}")
+        assert status == 200, reply
+        if any(c["user"] == user for c in reply["clients"]):
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"{user} never appeared in the presence of {channel}")
+
+
+def test_browser_client_resumes_across_server_restart_with_no_message_lost(servers: Any, herald: HeraldProcess,
+                                                                          new_page: Any) -> None:
+    channel, user = "news:resume", "carol"
+    page = new_page("carol")
+    page.goto(herald.http + "/")
+    first = page.evaluate(START_CLIENT, {"user": user, "channel": channel, "transport": "ws"})
+    assert first["type"] == "subscribed" and first["channel"] == channel and first["recovered"] is False
+
+    # (a) The server drops the connection (4008: reconnect and resume); nothing is lost or repeated.
+    _publish(herald, channel, *range(0, 5))
+    assert _wait_got(page, 5) == [{"n": n} for n in range(5)]
+    status, reply = herald.api("POST", "/api/disconnect", {"user": user, "code": 4008})
+    assert (status, reply) == (200, {"disconnected": 1})
+    _publish(herald, channel, *range(5, 10))  # while the client is away or coming back
+    page.wait_for_function(
+        "() => window.events.filter((e) => e.kind === 'subscribed').length >= 2", timeout=WAIT_MS)
+    assert _wait_got(page, 10) == [{"n": n} for n in range(10)]
+    states = [(e["state"], e["code"]) for e in _events(page, "state")]
+    assert ("disconnected", 4008) in states, states
+    assert states[-1] == ("connected", None), states
+    resumed = _events(page, "subscribed")[1]
+    assert resumed["channel"] == channel and resumed["recovered"] is True, resumed
+    assert resumed["epoch"] == first["epoch"]
+    assert _events(page, "recovery") == [] and _events(page, "error") == []
+
+    # (b) The server restarts on the same port. The in-memory engine lost its history (new epoch),
+    # so the client's resume must report recovered=false, then carry on with new messages.
+    old_epoch = first["epoch"]
+    herald = servers.restart_on_same_port(herald)
+    try:
+        page.wait_for_function("() => window.events.some((e) => e.kind === 'recovery')", timeout=WAIT_MS)
+    except Exception as exc:  # noqa: BLE001
+        raise AssertionError(f"no recovery event after the restart; events {page.evaluate('window.events')}") from exc
+    assert _events(page, "recovery") == [{"kind": "recovery", "channel": channel, "recovered": False}]
+    subs = _events(page, "subscribed")
+    assert subs[-1]["channel"] == channel and subs[-1]["recovered"] is False
+    assert subs[-1]["epoch"] != old_epoch
+    assert page.evaluate("window.client.state") == "connected"
+
+    _publish(herald, channel, *range(10, 15))
+    assert _wait_got(page, 15) == [{"n": n} for n in range(15)]
+    assert page.evaluate("(ch) => window.client.channels.get(ch).epoch", channel) == subs[-1]["epoch"]
+    assert _events(page, "error") == []
+    page.wait_for_timeout(0)
+    assert page.evaluate("window.got.length") == 15
+    assert [p for p in new_page.problems if "ERR_CONNECTION_REFUSED" not in p] == []
+
+
+def test_sse_fallback_transport_receives_messages(herald: HeraldProcess, new_page: Any) -> None:
+    channel, user = "news:sse", "dave"
+    page = new_page("dave")
+    page.goto(herald.http + "/")
+    opened = page.evaluate(START_CLIENT, {"user": user, "channel": channel, "transport": "sse"})
+    assert opened == {"type": "subscribed", "channel": channel}
+    assert page.evaluate("window.client.transport") == "sse"
+    assert page.evaluate("window.client.state") == "connected"
+
+    _publish(herald, channel, *range(5))
+    assert _wait_got(page, 5) == [{"n": n} for n in range(5)]
+    assert _events(page, "error") == [] and _events(page, "recovery") == []
+    assert list(new_page.problems) == []
