@@ -61,6 +61,7 @@ class Encoded:
 class Subscriber:
     """What the hub needs from a connection (implemented by WsConnection and SseConnection)."""
 
+    __slots__ = ()
     user: str
 
     def deliver(self, pub: Publication, enc: Encoded) -> bool: ...

@@ -33,7 +33,7 @@ log = structlog.get_logger("herald.node.sse")
 
 class SseConnection(Subscriber):
     __slots__ = ("rt", "transport", "stream", "principal", "user", "client_id", "ip", "done", "opened_at",
-                 "_closing", "_next_heartbeat", "_limit", "log", "close_reason")
+                 "_closing", "_next_heartbeat", "_limit", "close_reason")
 
     def __init__(self, rt: NodeRuntime, transport: Any, principal: Principal, client_id: str, ip: str,
                  now: float) -> None:
@@ -50,7 +50,6 @@ class SseConnection(Subscriber):
         self._closing = False
         self._next_heartbeat = now + rt.config.sse_heartbeat
         self._limit = rt.config.send_buffer
-        self.log = log.bind(client=client_id, user=principal.user)
 
     def write(self, data: bytes) -> None:
         transport = self.transport
@@ -162,7 +161,7 @@ async def handle_events(request: web.Request) -> web.StreamResponse:
         conn.write(b"retry: %d\n: herald %b\n\n" % (rt.config.sse_retry_ms, client_id.encode()))
         rt.hub.add_user(conn)
         await _start_channels(rt, conn, channels, cursor)
-        conn.log.info("sse.connected", channels=len(channels), resumed=bool(cursor))
+        log.info("sse.connected", client=conn.client_id, user=conn.user, channels=len(channels), resumed=bool(cursor))
         await conn.done
     except HeraldError as exc:
         if conn is not None:
@@ -206,7 +205,7 @@ async def _cleanup(rt: NodeRuntime, conn: SseConnection) -> None:
     rt.metrics.closed.labels("sse", conn.close_reason).inc()
     rt.hub.remove_user(conn)
     entry = PresenceEntry(conn.client_id, conn.user, rt.node_id)
-    conn.log.info("sse.closed", reason=conn.close_reason, duration_ms=int((time.time() - conn.opened_at) * 1000),
+    log.info("sse.closed", client=conn.client_id, user=conn.user, reason=conn.close_reason, duration_ms=int((time.time() - conn.opened_at) * 1000),
                   msgs_out=conn.stream.msgs_out)
     try:
         for channel in list(conn.stream.subs):

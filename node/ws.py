@@ -49,7 +49,7 @@ _MAX_HISTORY = 1000
 
 
 class WsConnection(Subscriber):
-    __slots__ = ("rt", "ws", "transport", "session", "ip", "opcode", "user", "_closing", "_buffer_limit", "log")
+    __slots__ = ("rt", "ws", "transport", "session", "ip", "opcode", "user", "_closing", "_buffer_limit")
 
     def __init__(self, rt: NodeRuntime, ws: web.WebSocketResponse, transport: Any, session: Session, ip: str) -> None:
         self.rt = rt
@@ -61,7 +61,6 @@ class WsConnection(Subscriber):
         self.user = session.user
         self._closing = False
         self._buffer_limit = rt.config.send_buffer
-        self.log = log.bind(client=session.client_id)
 
     # --- output -------------------------------------------------------------------------------
     def write(self, data: bytes) -> None:
@@ -263,7 +262,7 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
         if principal is not None:
             await conn.open()
         conn.flush()
-        conn.log.info("ws.connected", user=session.user or None, codec=session.codec.name)
+        log.info("ws.connected", client=client_id, user=session.user or None, codec=session.codec.name)
         await _receive_loop(rt, ws, conn, session)
     finally:
         if counted:
@@ -274,7 +273,7 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
             rt.metrics.connections.labels("ws").dec()
             code = session.close_code or ws.close_code or CloseCode.GOING_AWAY
             rt.metrics.closed.labels("ws", str(int(code))).inc()
-            conn.log.info("ws.closed", user=session.user or None, code=int(code),
+            log.info("ws.closed", client=client_id, user=session.user or None, code=int(code),
                           duration_ms=int((time.time() - session.opened_at) * 1000),
                           msgs_in=session.msgs_in, msgs_out=session.msgs_out)
             await conn.cleanup()

@@ -58,9 +58,15 @@ class MsgpackCodec(Codec):
         if isinstance(payload, str):
             raise ProtocolError("text frames need the herald.json subprotocol")
         try:
-            return msgpack.unpackb(payload, raw=False, strict_map_key=True, max_buffer_size=len(payload) + 1)
-        except Exception as exc:  # msgpack raises several unrelated types on bad input
+            obj = msgpack.unpackb(payload, raw=False, strict_map_key=True)
+        except (ValueError, msgpack.UnpackException) as exc:  # ExtraData, FormatError, StackError, bad UTF-8
             raise ProtocolError("malformed msgpack") from exc
+        try:
+            # Every subscriber must be able to receive it as JSON too: no bin, ext or huge ints.
+            orjson.dumps(obj)
+        except TypeError as exc:
+            raise ProtocolError("msgpack value has no JSON equivalent (bin, ext or a non-string key)") from exc
+        return obj
 
 
 JSON = JsonCodec()

@@ -105,6 +105,10 @@ class Subscription:
 class Session:
     """State of one WebSocket connection: who it is, what it is subscribed to, what to send."""
 
+    __slots__ = ("client_id", "node_id", "codec", "limits", "_verify", "principal", "state", "subs", "status",
+                 "close_code", "close_reason", "opened_at", "msgs_in", "msgs_out", "_bucket", "_frames",
+                 "_last_activity", "_seen_out", "_next_ping", "_last_pong")
+
     def __init__(
         self,
         client_id: str,
