@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -121,7 +122,7 @@ class Authenticator:
         except jwt.PyJWTError as exc:
             raise Unauthorized(f"invalid token: {type(exc).__name__}") from exc
         exp, sub = claims.get("exp"), claims.get("sub")
-        if not isinstance(exp, (int, float)) or exp + self._leeway <= now:
+        if type(exp) not in (int, float) or not math.isfinite(exp) or exp + self._leeway <= now:
             raise Unauthorized("token expired")
         nbf = claims.get("nbf")
         if isinstance(nbf, (int, float)) and nbf - self._leeway > now:

@@ -121,6 +121,10 @@ class NodeConfig:
         if self.log_format not in ("json", "console"):
             raise ConfigError("node: --log-format must be json or console")
         self.jwt  # validates the algorithm
+        try:
+            NamespaceOptions(self.history_size, self.history_ttl)
+        except ConfigError as exc:
+            raise ConfigError(f"node: {exc}") from None
         for ns, opts in self.namespaces.items():
             if not isinstance(opts, dict):
                 raise ConfigError(f"node: namespaces.{ns} must be a table")

@@ -144,42 +144,40 @@ async def handle_events(request: web.Request) -> web.StreamResponse:
     except HeraldError as exc:
         return json_error(exc.code, exc.slug, str(exc))
 
+    transport = request.transport
+    if transport is None:
+        await rt.engine.user_release(principal.user, client_id)
+        return web.Response(status=499)
+    conn = SseConnection(rt, transport, principal, client_id, ip, now)
+    rt.sse[client_id] = conn
+    rt.per_ip[ip] += 1
+    rt.metrics.accepted.labels("sse").inc()
+    rt.metrics.connections.labels("sse").inc()
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                        "X-Accel-Buffering": "no"})
     resp.enable_chunked_encoding()
-    conn: SseConnection | None = None
     try:
-        await resp.prepare(request)
-        transport = request.transport
-        if transport is None:
-            return resp
-        conn = SseConnection(rt, transport, principal, client_id, ip, now)
-        rt.sse[client_id] = conn
-        rt.per_ip[ip] += 1
-        rt.metrics.accepted.labels("sse").inc()
-        rt.metrics.connections.labels("sse").inc()
-        conn.write(b"retry: %d\n: herald %b\n\n" % (rt.config.sse_retry_ms, client_id.encode()))
+        # Register every channel before the stream opens (a client may publish as soon as it sees
+        # the headers); publications arriving meanwhile wait in each subscription's buffer.
+        since = {ch: cursor.get(channel_tag(ch)) for ch in channels}
         rt.hub.add_user(conn)
-        await _start_channels(rt, conn, channels, cursor)
-        log.info("sse.connected", client=conn.client_id, user=conn.user, channels=len(channels), resumed=bool(cursor))
+        for channel in channels:
+            conn.stream.start(channel, since[channel])
+            await rt.hub.add(channel, conn)
+        await resp.prepare(request)
+        conn.write(b"retry: %d\n: herald %b\n\n" % (rt.config.sse_retry_ms, client_id.encode()))
+        await _send_history(rt, conn, channels, since)
+        log.info("sse.connected", client=client_id, user=conn.user, channels=len(channels), resumed=bool(cursor))
         await conn.done
     except HeraldError as exc:
-        if conn is not None:
-            conn.write(event_tail("error", orjson.dumps({"type": "error", "code": exc.code, "message": str(exc)})))
+        conn.write(event_tail("error", orjson.dumps({"type": "error", "code": exc.code, "message": str(exc)})))
     finally:
-        if conn is not None:
-            await _cleanup(rt, conn)
-        else:
-            await rt.engine.user_release(principal.user, client_id)
+        await _cleanup(rt, conn)
     return resp
 
 
-async def _start_channels(rt: NodeRuntime, conn: SseConnection, channels: list[str], cursor: dict) -> None:
+async def _send_history(rt: NodeRuntime, conn: SseConnection, channels: list[str], since: dict) -> None:
     stream = conn.stream
-    since = {ch: cursor.get(channel_tag(ch)) for ch in channels}
-    for channel in channels:
-        stream.start(channel, since[channel])
-        await rt.hub.add(channel, conn)
     lost = []
     entry = PresenceEntry(conn.client_id, conn.user, rt.node_id, "online", conn.principal.info)
     for channel in channels:

@@ -48,7 +48,7 @@ Offset = NewType("Offset", str)
 Epoch = NewType("Epoch", str)
 
 _CHANNEL_RE = re.compile(r"[A-Za-z0-9_\-:.@/=]{1,255}")
-_OFFSET_RE = re.compile(r"(\d{1,19})-(\d{1,19})")
+_OFFSET_RE = re.compile(r"([0-9]{1,19})-([0-9]{1,19})")
 ZERO_KEY: tuple[int, int] = (0, 0)
 MAX_STATUS_LEN = 64
 _MAX_ID = 2**53

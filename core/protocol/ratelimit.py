@@ -21,7 +21,7 @@ class TokenBucket:
         if elapsed > 0:
             self._tokens = min(self.burst, self._tokens + elapsed * self.rate)
             self._stamp = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
+        if self._tokens >= 1.0 - 1e-3:  # float time: a client exactly at the rate must not be refused
+            self._tokens = max(0.0, self._tokens - 1.0)
             return True
         return False

@@ -222,7 +222,10 @@ class Session:
             self._reply(cmd.id, {"type": "pong"})
             return None
         if isinstance(cmd, Refresh):
-            fresh = self._verify(cmd.token, now)
+            try:
+                fresh = self._verify(cmd.token, now)
+            except Unauthorized as exc:  # the current token stays valid until it expires
+                raise Forbidden(f"refresh rejected: {exc}") from exc
             if fresh.user != principal.user:
                 raise Forbidden("a refreshed token must be for the same user")
             self.principal = fresh
@@ -269,8 +272,8 @@ class Session:
         if sub is None or sub.pending is None:
             return  # unsubscribed while history was read
         pending, sub.pending = sub.pending, None
-        recovered = cmd.since is not None and result.recovered
-        if cmd.since is None or not recovered or sub.epoch != result.epoch:
+        recovered = cmd.since is not None and result.recovered and cmd.since.epoch == result.epoch
+        if not recovered:
             sub.last, missed = offset_key(result.offset), []
         else:
             missed = [m for m in result.messages if m.key > sub.last]
@@ -286,14 +289,11 @@ class Session:
                 "missed": len(missed),
             },
         )
-        for pub in missed:
-            sub.last = pub.key
-            self._frames.append(self.codec.encode(pub.envelope()))
-        for pub in pending:
+        for pub in (*missed, *pending):
             if pub.epoch == sub.epoch and pub.key > sub.last:
                 sub.last = pub.key
                 self._frames.append(self.codec.encode(pub.envelope()))
-        self.msgs_out += len(missed) + len(pending)
+                self.msgs_out += 1
 
     def cancel_subscribe(self, cmd: Subscribe, exc: HeraldError, was_new: bool) -> None:
         if was_new:

@@ -22,7 +22,7 @@ from .session import Subscription
 __all__ = ["channel_tag", "encode_cursor", "decode_cursor", "event_tail", "SseStream", "MAX_CURSOR"]
 
 MAX_CURSOR = 1024
-_ENTRY_RE = re.compile(r"([a-z2-7]{8})\.([A-Za-z0-9_-]{1,64})\.(\d{1,19}-\d{1,19})")
+_ENTRY_RE = re.compile(r"([a-z2-7]{8})\.([A-Za-z0-9_-]{1,64})\.([0-9]{1,19}-[0-9]{1,19})")
 
 
 def channel_tag(channel: str) -> str:

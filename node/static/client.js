@@ -10,7 +10,9 @@
 // The client remembers the last offset/epoch of every channel, resumes them
 // after a reconnect, drops duplicates, and reconnects with full-jitter backoff.
 
-const SSE_EVENTS = ["message", "chat", "notification", "recovery", "reconnect", "user_status", "join", "leave"];
+// "error" is also the name of EventSource's own connection-error event; see _openSse.
+const SSE_EVENTS = ["message", "chat", "notification", "recovery", "reconnect", "user_status", "join", "leave",
+                    "error"];
 const NO_RECONNECT = new Set([1000, 4003]); // normal close; forbidden / disconnected by the server API
 const SLOW_DOWN = new Set([1013, 4029]);    // node full; too many connections for this user
 const MAX_TIMEOUT = 2 ** 31 - 1;            // setTimeout overflows above this
@@ -317,8 +319,10 @@ export class HeraldClient {
         for (const w of st.waiters.splice(0)) w.resolve({ type: "subscribed", channel });
       }
     };
-    es.onerror = () => {
-      if (this._es !== es) return;
+    es.onerror = (ev) => {
+      // A server-sent `event: error` is dispatched here too: it is a frame (see _onSseEvent),
+      // not a problem with the stream, which is still open.
+      if (this._es !== es || typeof ev?.data === "string") return;
       if (es.readyState !== 2) return this._setState("connecting"); // the browser retries on its own
       // Hard failure (HTTP error, wrong content type): retry ourselves.
       es.close(); this._es = null;
@@ -329,6 +333,7 @@ export class HeraldClient {
   }
 
   _onSseEvent(ev) {
+    if (typeof ev.data !== "string") return; // EventSource's own "error" (connection problem): see onerror
     if (ev.lastEventId) this._lastEventId = ev.lastEventId;
     const f = parseJson(ev.data);
     if (!f) return;

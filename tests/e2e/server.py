@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ class HeraldProcess:
     proc: subprocess.Popen[str]
     port: int
     log_lines: list[str] = field(default_factory=list)
+    reader: threading.Thread | None = None
 
     @property
     def http(self) -> str:
@@ -52,6 +54,16 @@ class HeraldProcess:
         except ValueError:
             return status, payload.decode(errors="replace")
 
+    def output(self) -> str:
+        return "".join(self.log_lines)
+
+    def wait_for_output(self, text: str, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + seconds(timeout)
+        while text not in self.output():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} never appeared in the server output")
+            time.sleep(0.01)
+
     def terminate(self, sig: int = signal.SIGTERM) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
@@ -63,8 +75,16 @@ class HeraldProcess:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait(timeout=seconds(10))
-        if self.proc.stdout:
+        if self.reader is not None:
+            self.reader.join(timeout=seconds(5))
+        if self.proc.stdout is not None:
             self.proc.stdout.close()
+
+
+def _drain_output(proc: subprocess.Popen[str], lines: list[str]) -> None:
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.append(line)
 
 
 def start_herald(*args: str, command: str = "dev", env: dict[str, str] | None = None,
@@ -90,6 +110,9 @@ def start_herald(*args: str, command: str = "dev", env: dict[str, str] | None = 
         if m:
             port = int(m.group(1) or m.group(2))
     server = HeraldProcess(proc, port, lines)
+    # Keep reading the output so a chatty server never blocks on a full pipe.
+    server.reader = threading.Thread(target=_drain_output, args=(proc, lines), daemon=True)
+    server.reader.start()
     while True:
         try:
             with urllib.request.urlopen(server.http + "/readyz", timeout=1) as resp:

@@ -48,23 +48,23 @@ def uid() -> str:
 
 
 def serve(*args: str) -> HeraldProcess:
-    """start_herald, plus a thread that keeps reading the process's output.
+    """start_herald, making sure something keeps reading the process's output.
 
-    tests/e2e/server.py pipes stdout+stderr and stops reading once the port is known; a busy node
-    would fill the 64 KiB pipe with log lines and block inside a log call. Draining it here keeps
-    a module-scoped node usable for many connections.
+    A node whose piped stdout/stderr is not read blocks inside a log call once the 64 KiB pipe is
+    full. Newer tests/e2e/server.py drains it itself (`HeraldProcess.reader`); with an older one,
+    a thread of ours does, so a module-scoped node survives many connections either way.
     """
     server = start_herald(*args)
+    if getattr(server, "reader", None) is None:
+        def drain() -> None:
+            try:
+                assert server.proc.stdout is not None
+                for line in server.proc.stdout:
+                    server.log_lines.append(line)
+            except Exception:  # the pipe is closed by HeraldProcess.stop()
+                pass
 
-    def drain() -> None:
-        try:
-            assert server.proc.stdout is not None
-            for line in server.proc.stdout:
-                server.log_lines.append(line)
-        except Exception:  # the pipe is closed by HeraldProcess.stop()
-            pass
-
-    threading.Thread(target=drain, name=f"herald-log-{server.port}", daemon=True).start()
+        threading.Thread(target=drain, name=f"herald-log-{server.port}", daemon=True).start()
     return server
 
 
@@ -241,11 +241,29 @@ async def get_metric(server: HeraldProcess, name: str, **labels: str) -> float:
     return metric(await metrics_text(server), name, **labels)
 
 
-async def wait_for(predicate: Any, timeout: float = 5.0, interval: float = 0.02) -> None:
-    """Poll an async predicate until true; bounded."""
-    async with asyncio.timeout(seconds(timeout)):
-        while not await predicate():
-            await asyncio.sleep(interval)
+async def wait_for(predicate: Any, timeout: float = 5.0, interval: float = 0.02, message: str = "") -> None:
+    """Poll an async predicate until true; bounded (AssertionError with `message` on timeout)."""
+    try:
+        async with asyncio.timeout(seconds(timeout)):
+            while not await predicate():
+                await asyncio.sleep(interval)
+    except TimeoutError:
+        raise AssertionError(message or f"not true within {seconds(timeout)} s: {predicate}") from None
+
+
+async def wait_metric(server: HeraldProcess, name: str, at_least: float, message: str = "", timeout: float = 3.0,
+                      **labels: str) -> None:
+    """Wait until a counter reaches `at_least` (counters are updated as connections finish closing)."""
+    last = [0.0]
+
+    async def reached() -> bool:
+        last[0] = await get_metric(server, name, **labels)
+        return last[0] >= at_least
+    try:
+        await wait_for(reached, timeout, interval=0.05)
+    except AssertionError:
+        raise AssertionError(f"{message + ': ' if message else ''}{name}{labels} is {last[0]}, "
+                             f"expected >= {at_least}") from None
 
 
 async def settled(server: HeraldProcess, timeout: float = 5.0) -> None:
@@ -385,12 +403,14 @@ class RawWs:
                     f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key.decode()}\r\n"
                     "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: herald.json\r\n\r\n".encode())
                 head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+            status, *lines = head.split("\r\n")
+            headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines if ln)}
+            assert status.startswith("HTTP/1.1 101"), head
+            accept = base64.b64encode(hashlib.sha1(key + _WS_GUID).digest()).decode()
+            assert headers.get("sec-websocket-accept") == accept, head
         except BaseException:
             sock.close()
             raise
-        assert head.startswith("HTTP/1.1 101"), head
-        accept = base64.b64encode(hashlib.sha1(key + _WS_GUID).digest()).decode()
-        assert f"sec-websocket-accept: {accept}" in head.lower(), head
         return cls(reader, writer)
 
     def send(self, opcode: int, payload: bytes) -> None:
@@ -562,7 +582,7 @@ async def test_ws_non_object_or_bad_id_gets_400(node: HeraldProcess, watcher: Wa
     async with ws_client(node, f"u-{uid()}") as ws:
         await ws.send(payload)
         err = await recv_until(ws, lambda o: isinstance(o, dict) and o.get("type") in ("error", "pong"))
-        assert_error(err, 400)
+        assert err["type"] == "error" and err["code"] == 400, err
         await assert_pong(ws)
     await watcher.alive()
 

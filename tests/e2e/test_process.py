@@ -65,8 +65,8 @@ async def test_tokens_and_api_keys_never_appear_in_logs() -> None:
     finally:
         server.terminate()
         server.wait()
-        output = "".join(server.log_lines) + (server.proc.stdout.read() if server.proc.stdout else "")
         server.stop()
+        output = server.output()
     log_lines = [line for line in output.splitlines() if line.startswith("{")]  # the dev banner is not a log
     events = [json.loads(line)["event"] for line in log_lines]
     assert "ws.connected" in events and "ws.closed" in events
@@ -79,10 +79,8 @@ def test_dev_prints_urls_and_a_working_demo_token() -> None:
     """`herald dev` prints the demo page URL, the publish command and a demo token."""
     server = start_herald(env={})
     try:
-        assert server.proc.stdout is not None
-        while "demo token" not in server.log_lines[-1]:
-            server.log_lines.append(server.proc.stdout.readline())
-        banner = "".join(server.log_lines)
+        server.wait_for_output("demo token")
+        banner = server.output()
         assert f"http://127.0.0.1:{server.port}/" in banner and "demo token" in banner
         token = banner.split("demo token")[1].split()[0]
         status, _ = server.api("GET", f"/events?token={token}&channel=bad%20name", key=None)
