@@ -24,9 +24,14 @@ async def read_json(request: web.Request, limit: int) -> Any:
     """The request body as JSON, refusing more than `limit` bytes (413) and bad JSON (400)."""
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooBig(f"body over {limit} bytes")
-    body = await request.content.read(limit + 1)
-    if len(body) > limit:
-        raise PayloadTooBig(f"body over {limit} bytes")
+    body = bytearray()
+    while not request.content.at_eof():  # read() returns what is buffered: loop until the end
+        chunk = await request.content.read(limit + 1 - len(body))
+        if not chunk:
+            break
+        body += chunk
+        if len(body) > limit:
+            raise PayloadTooBig(f"body over {limit} bytes")
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:

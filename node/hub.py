@@ -14,6 +14,8 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import structlog
+
 from herald.core.engine.base import Engine
 from herald.core.protocol.codec import JSON, MSGPACK
 from herald.core.protocol.envelope import Delivery, Disconnect, Publication, Signal
@@ -24,6 +26,8 @@ if TYPE_CHECKING:
     from .metrics import NodeMetrics
 
 __all__ = ["Hub", "Encoded", "Subscriber"]
+
+log = structlog.get_logger("herald.node.hub")
 
 
 class Encoded:
@@ -144,8 +148,11 @@ class Hub:
                 enc = Encoded(item)
                 sent = 0
                 for conn in list(conns):
-                    if conn.deliver(item, enc):
-                        sent += 1
+                    try:
+                        if conn.deliver(item, enc):
+                            sent += 1
+                    except Exception:  # one broken connection must not cost the others their message
+                        log.exception("hub.deliver.failed", channel=item.channel)
                 self.metrics.delivered(sent, (now_ms - item.ts) / 1000.0)
             elif isinstance(item, Signal):
                 enc = Encoded(item)

@@ -126,6 +126,9 @@ class NodeRuntime:
         if not await self.engine.user_acquire(user, client, self.config.max_connections_per_user):
             raise Refusal("user_limit", CloseCode.TOO_MANY_CONNECTIONS, 429, "too many connections for this user")
 
+    def count_error(self, code: int) -> None:
+        self.metrics.errors.labels(str(code)).inc()
+
     def refused(self, refusal: Refusal) -> None:
         self.metrics.refused.labels(refusal.reason).inc()
         log.info("conn.refused", reason=refusal.reason)

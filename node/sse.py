@@ -89,12 +89,13 @@ class SseConnection(Subscriber):
     def close(self, advisory: Advisory | None = None, after_ms: int = 0) -> None:
         if self._closing:
             return
-        if advisory is not None:
-            self.close_reason = advisory.reason
-            self.write(event_tail("reconnect", orjson.dumps(
-                {"type": "reconnect", "reason": advisory.reason, "after_ms": after_ms})))
         self._closing = True
         if not self.transport.is_closing():
+            if advisory is not None:
+                self.close_reason = advisory.reason
+                event = event_tail("reconnect", orjson.dumps(
+                    {"type": "reconnect", "reason": advisory.reason, "after_ms": after_ms}))
+                self.transport.write(b"%x\r\n%b\r\n" % (len(event), event))
             self.transport.write(b"0\r\n\r\n")
             self.transport.close()
         if not self.done.done():

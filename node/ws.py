@@ -109,11 +109,12 @@ class WsConnection(Subscriber):
         """Close with the session's close code (or the advisory's), once, without blocking."""
         if self._closing:
             return
-        if advisory is not None:
-            self.write(ws_frame(self.opcode, self.session.codec.encode(
-                {"type": "reconnect", "reason": advisory.reason, "after_ms": after_ms})))
-            self.session.close(advisory.close_code, advisory.reason)
         self._closing = True
+        if advisory is not None:
+            if not self.transport.is_closing():
+                self.transport.write(ws_frame(self.opcode, self.session.codec.encode(
+                    {"type": "reconnect", "reason": advisory.reason, "after_ms": after_ms})))
+            self.session.close(advisory.close_code, advisory.reason)
         code = self.session.close_code or CloseCode.NORMAL
         self.rt.tasks.spawn(self._close(int(code), self.session.close_reason), name="ws.close")
 
@@ -165,7 +166,6 @@ class WsConnection(Subscriber):
                 s.reply(cmd, {"type": "history", "channel": cmd.channel, "epoch": res.epoch, "offset": res.offset,
                               "recovered": res.recovered, "messages": [m.envelope() for m in res.messages]})
         except HeraldError as exc:
-            rt.metrics.errors.labels(str(exc.code)).inc()
             s.send_error(cmd.id, exc)
         self.flush()
 
@@ -242,7 +242,7 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
     ip = request.remote or "?"
     client_id = secrets.token_urlsafe(9)
     session = Session(client_id, rt.node_id, codec_for_subprotocol(ws.ws_protocol), rt.limits, rt.verify, now,
-                      principal)
+                      principal, on_error=rt.count_error)
     conn = WsConnection(rt, ws, transport, session, ip)
     counted = False
     try:
@@ -264,6 +264,10 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
         conn.flush()
         log.info("ws.connected", client=client_id, user=session.user or None, codec=session.codec.name)
         await _receive_loop(rt, ws, conn, session)
+        if session.close_code is not None and not ws.closed:
+            # closed by the server from inside the loop (auth failure, limit): send the code now,
+            # before aiohttp finishes the response with a plain 1000
+            await conn._close(int(session.close_code), session.close_reason)
     finally:
         if counted:
             rt.ws.pop(client_id, None)
@@ -302,6 +306,8 @@ async def _receive_loop(rt: NodeRuntime, ws: web.WebSocketResponse, conn: WsConn
             await ws.close()
             return
         else:  # CLOSING, CLOSED, ERROR (aiohttp already sent 1009 / 1007 / 1002)
+            if kind is WSMsgType.ERROR and isinstance(getattr(msg.data, "code", None), int):
+                session.close(msg.data.code, "protocol error")
             return
 
 

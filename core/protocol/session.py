@@ -107,7 +107,7 @@ class Session:
 
     __slots__ = ("client_id", "node_id", "codec", "limits", "_verify", "principal", "state", "subs", "status",
                  "close_code", "close_reason", "opened_at", "msgs_in", "msgs_out", "_bucket", "_frames",
-                 "_last_activity", "_seen_out", "_next_ping", "_last_pong")
+                 "_last_activity", "_seen_out", "_next_ping", "_last_pong", "_on_error")
 
     def __init__(
         self,
@@ -118,8 +118,10 @@ class Session:
         verify: VerifyFn,
         now: float,
         principal: Any | None = None,
+        on_error: Callable[[int], None] | None = None,
     ) -> None:
         self.client_id = client_id
+        self._on_error = on_error
         self.node_id = node_id
         self.codec = codec
         self.limits = limits
@@ -335,6 +337,8 @@ class Session:
             self._frames.append(frame)
 
     def send_error(self, cmd_id: int | None, exc: HeraldError) -> None:
+        if self._on_error is not None:
+            self._on_error(exc.code)
         err: dict[str, Any] = {"type": "error", "code": exc.code, "message": str(exc) or exc.slug}
         if cmd_id is not None:
             err["id"] = cmd_id

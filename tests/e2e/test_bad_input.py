@@ -153,14 +153,25 @@ def assert_error(obj: Any, code: int, cmd_id: int | None = None) -> None:
         assert obj["id"] == cmd_id, obj
 
 
-async def closed_code(ws: ClientConnection, timeout: float = 5.0) -> int | None:
-    """Read (and drop) frames until the server closes; the close code it sent (None: no close frame)."""
+async def closed_code(ws: ClientConnection, timeout: float = 5.0, seen: list[Any] | None = None) -> int | None:
+    """Read frames (into `seen`, if given) until the server closes; the close code it sent (None: no
+    close frame)."""
     async with asyncio.timeout(seconds(timeout)):
         try:
             while True:
-                await ws.recv()
+                raw = await ws.recv()
+                if seen is not None:
+                    seen.append(decode_frame(raw))
         except ConnectionClosed as exc:
             return exc.rcvd.code if exc.rcvd is not None else None
+
+
+async def refused_after_upgrade(ws: ClientConnection) -> int | None:
+    """The close code of a connection refused right after the upgrade, checking it never got `connected`."""
+    seen: list[Any] = []
+    code = await closed_code(ws, seen=seen)
+    assert not [f for f in seen if isinstance(f, dict) and f.get("type") == "connected"], seen
+    return code
 
 
 async def ws_refused(server: HeraldProcess, token: str | None = None, **kw: Any) -> InvalidStatus:
@@ -325,11 +336,25 @@ class RawResponse:
 
 async def raw_request(server: HeraldProcess, target: str, *, method: str = "GET",
                       headers: dict[str, str] | None = None, body: bytes = b"",
-                      local_addr: tuple[str, int] | None = None) -> RawResponse:
-    """Send one hand-written HTTP/1.1 request and parse the status line and headers."""
+                      local_addr: tuple[str, int] | None = None, rcvbuf: int | None = None) -> RawResponse:
+    """Send one hand-written HTTP/1.1 request and parse the status line and headers.
+
+    With `rcvbuf` the socket gets a small receive window and the reader stops pulling from the
+    socket at 32 KiB buffered: a client that does not read really stops reading."""
     async with asyncio.timeout(seconds(10)):
-        reader, writer = await asyncio.open_connection("127.0.0.1", server.port, local_addr=local_addr,
-                                                       limit=1 << 20)
+        if rcvbuf is None:
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port, local_addr=local_addr,
+                                                           limit=1 << 20)
+        else:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+                sock.setblocking(False)
+                await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", server.port))
+                reader, writer = await asyncio.open_connection(sock=sock, limit=16 * 1024)
+            except BaseException:
+                sock.close()
+                raise
         lines = [f"{method} {target} HTTP/1.1", f"Host: 127.0.0.1:{server.port}"]
         for k, v in (headers or {}).items():
             lines.append(f"{k}: {v}")
@@ -350,9 +375,9 @@ async def raw_request(server: HeraldProcess, target: str, *, method: str = "GET"
 
 
 async def sse_open(server: HeraldProcess, query: str = "", headers: dict[str, str] | None = None,
-                   local_addr: tuple[str, int] | None = None) -> RawResponse:
+                   local_addr: tuple[str, int] | None = None, rcvbuf: int | None = None) -> RawResponse:
     return await raw_request(server, "/events" + query, headers={"Accept": "text/event-stream", **(headers or {})},
-                             local_addr=local_addr)
+                             local_addr=local_addr, rcvbuf=rcvbuf)
 
 
 async def sse_expect_stream(resp: RawResponse) -> None:

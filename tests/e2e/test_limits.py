@@ -30,6 +30,7 @@ from tests.e2e.test_bad_input import (
     publish,
     recv_obj,
     recv_until,
+    refused_after_upgrade,
     reply,
     request,
     send_obj,
@@ -102,7 +103,7 @@ async def test_per_user_connection_limit(limited: HeraldProcess) -> None:
         async with ws_client(limited, user) as ws1, ws_client(limited, user):
             # the third WebSocket of the same user: upgraded, then closed 4029 without `connected`
             async with ws_client(limited, user, expect_connected=False) as ws3:
-                assert await closed_code(ws3) == 4029
+                assert await refused_after_upgrade(ws3) == 4029
             # the third SSE stream: HTTP 429 with the JSON error body
             await sse_expect_error(await sse_open(limited, f"?token={make_token(user)}"), 429)
 
@@ -130,7 +131,7 @@ async def test_per_user_connection_limit_with_first_message_auth(limited: Herald
         async with ws_client(limited, user) as ws1, ws_client(limited, user):
             async with ws_client(limited, expect_connected=False) as ws3:
                 await send_obj(ws3, {"type": "auth", "token": make_token(user)})
-                assert await closed_code(ws3) == 4029
+                assert await refused_after_upgrade(ws3) == 4029
             await assert_pong(ws1)
             await w.alive()
             assert await get_metric(limited, REFUSALS, reason="user_limit") == before + 1
@@ -142,7 +143,7 @@ async def test_per_node_connection_limit(small_node: HeraldProcess) -> None:
     async with watching(small_node) as w:  # connection 1 of 3
         async with ws_client(small_node, f"a-{uid()}") as a, ws_client(small_node, f"b-{uid()}"):
             async with ws_client(small_node, f"c-{uid()}", expect_connected=False) as extra:
-                assert await closed_code(extra) == 1013
+                assert await refused_after_upgrade(extra) == 1013
             await sse_expect_error(await sse_open(small_node, f"?token={make_token(f'd-{uid()}')}"), 503)
             await w.alive()
             await assert_pong(a)
@@ -161,7 +162,7 @@ async def test_per_ip_connection_limit(ip_limited: HeraldProcess) -> None:
     async with watching(ip_limited, local_addr=("127.0.0.2", 0)) as w:  # another address
         async with ws_client(ip_limited, f"a-{uid()}") as a, ws_client(ip_limited, f"b-{uid()}"):
             async with ws_client(ip_limited, f"c-{uid()}", expect_connected=False) as extra:
-                assert await closed_code(extra) == 1013
+                assert await refused_after_upgrade(extra) == 1013
             await sse_expect_error(await sse_open(ip_limited, f"?token={make_token(f'd-{uid()}')}"), 503)
             # other addresses are not affected
             async with ws_client(ip_limited, f"e-{uid()}", local_addr=("127.0.0.3", 0)) as other:
@@ -427,3 +428,48 @@ async def test_slow_consumer_is_disconnected(slow_node: HeraldProcess) -> None:
         await publish(slow_node, other, "after")
         status, body = await api(slow_node, "GET", f"/api/history/{other}")
         assert status == 200 and len(body["messages"]) == 1
+
+
+async def test_sse_slow_consumer_is_disconnected(slow_node: HeraldProcess) -> None:
+    """The same limit on an SSE stream: the stream ends with `event: reconnect` (slow)."""
+    await settled(slow_node)
+    channel = f"room:slow-sse-{uid()}"
+    slow_before = await get_metric(slow_node, "herald_slow_consumers_total")
+    async with watching(slow_node) as w:
+        resp = await sse_open(slow_node, f"?channel={channel}&token={make_token(f'slow-{uid()}')}", rcvbuf=4096)
+        try:
+            await sse_expect_stream(resp)
+            await wait_for(lambda: _subscribers(slow_node, channel, 1))
+            # it stops reading; flood its channel
+            data = "z" * 60_000
+            statuses: list[int] = []
+            async with asyncio.timeout(seconds(60)):
+                for i in range(400):
+                    status, _ = await api(slow_node, "POST", "/api/publish", {"channel": channel, "data": data})
+                    statuses.append(status)
+                    if i % 10 == 9 and await get_metric(slow_node, "herald_slow_consumers_total") > slow_before:
+                        break
+            assert set(statuses) == {200}, f"publishing while an SSE consumer is slow failed: {statuses}"
+            assert await get_metric(slow_node, "herald_slow_consumers_total") == slow_before + 1, \
+                "one slow stream must be counted once"
+            await w.alive()
+
+            # resume reading: the stream ends (terminating chunk or EOF), after a reconnect event if any
+            tail = b""
+            async with asyncio.timeout(seconds(15)):
+                try:
+                    while (chunk := await resp._chunk()) is not None:
+                        tail = (tail + chunk)[-4096:]
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    pass
+            if b"event: reconnect" in tail:
+                line = tail.split(b"event: reconnect\n", 1)[1].split(b"\n", 1)[0]
+                assert line.startswith(b"data: ") and json.loads(line[6:])["reason"] == "slow", tail[-300:]
+        finally:
+            await resp.close()
+        await w.alive()
+
+
+async def _subscribers(server: HeraldProcess, channel: str, n: int) -> bool:
+    status, body = await api(server, "GET", f"/api/presence/{channel}/stats")
+    return status == 200 and body["clients"] >= n

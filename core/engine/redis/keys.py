@@ -1,0 +1,61 @@
+"""Every Redis key Herald uses, one function per kind. No other module formats a key.
+
+Keys of a partition carry the hash tag `{p}` so they share a Redis Cluster slot and one shard.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "hist_key", "log_key", "epoch_key", "subs_key", "idem_key", "presence_key", "presence_exp_key",
+    "users_key", "lease_key", "inbox_key", "alive_key", "MEMBERS_KEY", "GROUP",
+]
+
+#: Consumer group of the routers on every partition log.
+GROUP = "routers"
+#: Zset of cluster members (role:id → last heartbeat ms), on shard 0.
+MEMBERS_KEY = "members"
+
+
+def hist_key(p: int, channel: str) -> str:
+    return f"hist:{{{p}}}:{channel}"
+
+
+def log_key(p: int) -> str:
+    return f"log:{{{p}}}"
+
+
+def epoch_key(p: int) -> str:
+    return f"epoch:{{{p}}}"
+
+
+def subs_key(p: int) -> str:
+    return f"subs:{{{p}}}"
+
+
+def idem_key(p: int, key: str) -> str:
+    return f"idem:{{{p}}}:{key}"
+
+
+def presence_key(p: int, channel: str) -> str:
+    return f"presence:{{{p}}}:{channel}"
+
+
+def presence_exp_key(p: int, channel: str) -> str:
+    return f"presence-exp:{{{p}}}:{channel}"
+
+
+def users_key(p: int, user: str) -> str:
+    """Connections of `user`, in the partition of its personal channel."""
+    return f"uconn:{{{p}}}:{user}"
+
+
+def lease_key(p: int) -> str:
+    return f"lease:{{{p}}}"
+
+
+def inbox_key(node: str) -> str:
+    return f"inbox:{{{node}}}"
+
+
+def alive_key(node: str) -> str:
+    return f"alive:{{{node}}}"
