@@ -72,7 +72,7 @@ def build_node_app(config: NodeConfig, engine: Engine) -> web.Application:
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await engine.start()
-        engine.attach(rt.node_id, rt.hub.dispatch)
+        await engine.attach(rt.node_id, rt.hub.dispatch)
         rt.tasks.spawn(rt.ticker(), name="node.ticker")
         yield
         await rt.tasks.cancel_all()

@@ -73,8 +73,9 @@ class Engine(Protocol):
     async def healthy(self) -> bool:
         """True when the engine can serve requests (readiness)."""
 
-    def attach(self, node: str, deliver: DeliverFn) -> None:
-        """Route deliveries for `node` to `deliver` (called on the event loop, in channel order)."""
+    async def attach(self, node: str, deliver: DeliverFn) -> None:
+        """Route deliveries for `node` to `deliver` (called on the event loop, in channel order).
+        Everything routed to `node` after this returns is delivered."""
 
     def detach(self, node: str) -> None:
         """Stop delivering to `node` and drop its registrations."""
@@ -119,7 +120,8 @@ class Engine(Protocol):
     async def user_release(self, user: str, client: str) -> None: ...
 
     async def disconnect_user(self, user: str, code: int) -> int:
-        """Close every connection of `user` on every node; returns how many there were."""
+        """Close every connection of `user` on every node holding one (those nodes are subscribed
+        to the user's personal channel); returns how many connections there were."""
 
     async def info(self) -> dict[str, Any]:
         """Cluster facts for /api/info: nodes, routers, partitions."""

@@ -26,6 +26,7 @@ from ..protocol.envelope import (
     Publication,
     Signal,
     namespace_of,
+    personal_channel,
 )
 from .base import DeliverFn, Engine, HistoryResult, PresenceEntry, PublishResult
 
@@ -52,7 +53,9 @@ class MemoryEngine(Engine):
         options: Callable[[str], NamespaceOptions] = lambda ns: NamespaceOptions(),
         *,
         clock: Callable[[], float] = time.time,
+        idempotency_window: float = IDEMPOTENCY_WINDOW,
     ) -> None:
+        self._idempotency_window = idempotency_window
         self._options = options
         self._clock = clock
         self.epoch = Epoch(secrets.token_hex(4))
@@ -76,7 +79,7 @@ class MemoryEngine(Engine):
     async def healthy(self) -> bool:
         return True
 
-    def attach(self, node: str, deliver: DeliverFn) -> None:
+    async def attach(self, node: str, deliver: DeliverFn) -> None:
         self._nodes[node] = deliver
 
     def detach(self, node: str) -> None:
@@ -141,7 +144,7 @@ class MemoryEngine(Engine):
         self._trim(ch, opts, now)
         result = PublishResult(channel, offset, self.epoch)
         if idempotency_key is not None:
-            self._idempotency[idempotency_key] = (now + IDEMPOTENCY_WINDOW, result)
+            self._idempotency[idempotency_key] = (now + self._idempotency_window, result)
         self._deliver_to_subscribers(channel, pub)
         return result
 
@@ -224,8 +227,10 @@ class MemoryEngine(Engine):
     async def disconnect_user(self, user: str, code: int) -> int:
         count = len(self._users.get(user, ()))
         item = Disconnect(user, code)
-        for deliver in list(self._nodes.values()):
-            deliver((item,))
+        for node in list(self._subscribers.get(personal_channel(user), ())):
+            deliver = self._nodes.get(node)
+            if deliver is not None:
+                deliver((item,))
         return count
 
     async def info(self) -> dict[str, Any]:

@@ -12,9 +12,9 @@ from herald.core.protocol.envelope import Disconnect, Position, Publication, Sig
 from .conftest import EngineUnderTest
 
 
-def collector(eut: EngineUnderTest, node: str = "n1") -> list:
+async def collector(eut: EngineUnderTest, node: str = "n1") -> list:
     got: list = []
-    eut.engine.attach(node, got.extend)
+    await eut.engine.attach(node, got.extend)
     return got
 
 
@@ -82,12 +82,12 @@ async def test_resume_past_retention_size_reports_not_recovered(eut: EngineUnder
 async def test_resume_past_retention_time_reports_not_recovered(eut: EngineUnderTest) -> None:
     """Messages older than the namespace TTL are gone, and a resume from before them says so."""
     first = await eut.engine.publish("small:ttl", 1)
-    eut.advance(5.0)
+    await eut.wait(5.0)
     await eut.engine.publish("small:ttl", 2)
-    eut.advance(6.0)  # the first is past the 10 s TTL, the second is not yet
+    await eut.wait(6.0)  # the first is past the 10 s TTL, the second is not yet
     partial = await eut.engine.history("small:ttl", since=Position(first.offset, first.epoch))
     assert partial.recovered is True and [m.data for m in partial.messages] == [2]
-    eut.advance(5.0)  # now both are gone
+    await eut.wait(5.0)  # now both are gone
     hist = await eut.engine.history("small:ttl", since=Position(first.offset, first.epoch))
     assert hist.recovered is False and hist.messages == []
     # an expired channel starts again from nothing, with offsets still increasing
@@ -117,7 +117,7 @@ async def test_unknown_channel_history_is_empty(eut: EngineUnderTest) -> None:
 
 async def test_idempotency_key_publishes_once_and_returns_the_first_result(eut: EngineUnderTest) -> None:
     """The same idempotency key within the window returns the first result and adds nothing."""
-    got = collector(eut)
+    got = await collector(eut)
     await eut.engine.subscribe("n1", "room:i")
     first = await eut.engine.publish("room:i", "a", idempotency_key="k1")
     second = await eut.engine.publish("room:i", "b", idempotency_key="k1")
@@ -125,14 +125,14 @@ async def test_idempotency_key_publishes_once_and_returns_the_first_result(eut: 
     assert [m.data for m in (await eut.engine.history("room:i")).messages] == ["a"]
     await wait_for(lambda: len(got) >= 1)
     assert [p.data for p in got if isinstance(p, Publication)] == ["a"]
-    eut.advance(301.0)
+    await eut.wait(eut.idempotency_window + 1)
     third = await eut.engine.publish("room:i", "c", idempotency_key="k1")
     assert third.offset != first.offset
 
 
 async def test_publications_reach_subscribed_nodes_in_order_and_only_them(eut: EngineUnderTest) -> None:
     """A node registered for a channel receives its publications in offset order; others do not."""
-    got1, got2 = collector(eut, "n1"), collector(eut, "n2")
+    got1, got2 = await collector(eut, "n1"), await collector(eut, "n2")
     await eut.engine.subscribe("n1", "room:d")
     await eut.engine.subscribe("n1", "room:d")  # idempotent
     results = [await eut.engine.publish("room:d", i) for i in range(50)]
@@ -147,7 +147,7 @@ async def test_publications_reach_subscribed_nodes_in_order_and_only_them(eut: E
 
 async def test_signals_reach_subscribers_without_history(eut: EngineUnderTest) -> None:
     """Ephemeral frames are delivered live and never stored."""
-    got = collector(eut)
+    got = await collector(eut)
     await eut.engine.subscribe("n1", "room:sig")
     await eut.engine.signal("room:sig", {"type": "user_status", "userId": "a", "status": "away"})
     await wait_for(lambda: len(got) == 1)
@@ -179,9 +179,11 @@ async def test_per_user_connection_limit_is_enforced_and_released(eut: EngineUnd
 
 
 async def test_disconnect_user_reaches_every_node_and_counts_connections(eut: EngineUnderTest) -> None:
-    """disconnect_user tells every node and returns the user's connection count."""
-    got1, got2 = collector(eut, "n1"), collector(eut, "n2")
+    """disconnect_user tells every node holding the user and returns its connection count."""
+    got1, got2 = await collector(eut, "n1"), await collector(eut, "n2")
     e = eut.engine
+    await e.subscribe("n1", "user:mallory")  # nodes hold the personal channel of their users
+    await e.subscribe("n2", "user:mallory")
     await e.user_acquire("mallory", "c1", 10)
     await e.user_acquire("mallory", "c2", 10)
     assert await e.disconnect_user("mallory", 4003) == 2
@@ -190,7 +192,7 @@ async def test_disconnect_user_reaches_every_node_and_counts_connections(eut: En
 
 
 async def test_detach_stops_deliveries(eut: EngineUnderTest) -> None:
-    got = collector(eut)
+    got = await collector(eut)
     await eut.engine.subscribe("n1", "room:det")
     eut.engine.detach("n1")
     await eut.engine.publish("room:det", 1)
@@ -205,7 +207,7 @@ async def test_register_then_read_history_never_loses_a_concurrent_publish(eut: 
     for r in range(rounds):
         channel = f"room:race{r}"
         live: list[Publication] = []
-        e.attach(f"race{r}", lambda items, live=live: live.extend(i for i in items if isinstance(i, Publication)))
+        await e.attach(f"race{r}", lambda items, live=live: live.extend(i for i in items if isinstance(i, Publication)))
         published = [await e.publish(channel, -1)]
 
         async def publisher() -> list:

@@ -13,7 +13,11 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
 end
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('XTRIM', KEYS[1], 'MINID', now_ms - tonumber(ARGV[2]))
+local doomed = {}
+for i, e in ipairs(redis.call('XRANGE', KEYS[1], '-', '(' .. (now_ms - tonumber(ARGV[2])) .. '-0', 'COUNT', 1000)) do
+  doomed[i] = e[1]
+end
+if #doomed > 0 then redis.call('XDEL', KEYS[1], unpack(doomed)) end  -- XDEL: see publish_append.lua
 local info = redis.call('XINFO', 'STREAM', KEYS[1])
 local last, dropped = '0-0', '0-0'
 for i = 1, #info, 2 do

@@ -15,10 +15,23 @@ if ARGV[6] == '1' then
     return {prev, epoch, 1}
   end
 end
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', tonumber(ARGV[3]), '*', 'p', ARGV[2])
+-- Retention removes entries with XDEL, not XTRIM: only XDEL advances the stream's
+-- max-deleted-entry-id, which history_read uses to tell a complete resume from a gap.
+local function drop(ids)
+  if #ids > 0 then redis.call('XDEL', KEYS[1], unpack(ids)) end
+end
+local id = redis.call('XADD', KEYS[1], '*', 'p', ARGV[2])
 local now_ms = tonumber(string.match(id, '^(%d+)'))
 local ttl = tonumber(ARGV[4])
-redis.call('XTRIM', KEYS[1], 'MINID', now_ms - ttl)
+local excess = redis.call('XLEN', KEYS[1]) - tonumber(ARGV[3])
+local doomed = {}
+if excess > 0 then
+  for i, e in ipairs(redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', excess)) do doomed[i] = e[1] end
+end
+drop(doomed)
+doomed = {}
+for i, e in ipairs(redis.call('XRANGE', KEYS[1], '-', '(' .. (now_ms - ttl) .. '-0', 'COUNT', 1000)) do doomed[i] = e[1] end
+drop(doomed)
 redis.call('PEXPIRE', KEYS[1], ttl)
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', tonumber(ARGV[8]), '*', 'k', 'm', 'c', ARGV[1], 'o', id, 'e', epoch, 'p', ARGV[2])
 if ARGV[6] == '1' then

@@ -1,0 +1,317 @@
+"""RedisEngine: channels hashed onto P partitions, partitions onto N shards (DESIGN "Data model").
+
+A publication is one Lua call on its partition's shard that appends to the channel history and to
+the partition log atomically. Routers read the logs and forward to node inboxes; a node reads its
+own inbox with one blocking XREAD. Redis errors are translated here, at the boundary, into
+EngineUnavailable; nothing above this module sees a redis exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import msgpack
+import structlog
+from redis import asyncio as aioredis
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
+from ...config import NamespaceOptions
+from ...hashing import jump_hash, partition_of, shard_of_partition, stable_hash
+from ...protocol.envelope import ChannelName, Epoch, Offset, Position, namespace_of, offset_key, personal_channel
+from ...protocol.errors import EngineUnavailable
+from ...tasks import TaskSet
+from ..base import DeliverFn, Engine, HistoryResult, PresenceEntry, PublishResult
+from . import keys
+from .codec import pack_payload, unpack_batch, unpack_publication
+from .scripts import Scripts, load_sources
+
+__all__ = ["RedisEngine", "REDIS_ERRORS"]
+
+log = structlog.get_logger("herald.engine.redis")
+
+REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+LOG_CAP = 1_000_000  # approximate cap of a partition log (routers trim far below it)
+INBOX_CAP = 100_000  # approximate cap of a node inbox, in batches
+PRESENCE_TTL = 60.0  # seconds a presence entry / connection count lives without a refresh
+ALIVE_TTL_MS = 10_000
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class RedisEngine(Engine):
+    def __init__(
+        self,
+        urls: Sequence[str],
+        *,
+        partitions: int = 64,
+        options: Callable[[str], NamespaceOptions] = lambda ns: NamespaceOptions(),
+        presence_ttl: float = PRESENCE_TTL,
+        idempotency_window: float = 300.0,
+    ) -> None:
+        if not urls:
+            raise ValueError("RedisEngine needs at least one shard URL")
+        self.urls = list(urls)
+        self.partitions = partitions
+        self._options = options
+        self._presence_ttl = presence_ttl
+        self._idempotency_ms = int(idempotency_window * 1000)
+        self._sources = load_sources()
+        self.shards: list[aioredis.Redis] = []
+        self.blocking: list[aioredis.Redis] = []  # separate clients for blocking reads
+        self.scripts: list[Scripts] = []
+        self._tasks = TaskSet()
+        self._nodes: dict[str, DeliverFn] = {}
+        # what this process registered, re-asserted periodically so a crash lets it expire
+        self._presence: dict[tuple[str, str], PresenceEntry] = {}
+        self._users: dict[tuple[str, str], None] = {}
+
+    # --- plumbing -----------------------------------------------------------------------------
+    def _client(self, url: str, **kw: Any) -> aioredis.Redis:
+        return aioredis.from_url(
+            url, decode_responses=False, socket_connect_timeout=2.0, health_check_interval=15,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError], **kw)
+
+    async def start(self) -> None:
+        if self.shards:
+            return
+        for url in self.urls:
+            client = self._client(url, socket_timeout=5.0)
+            self.shards.append(client)
+            self.blocking.append(self._client(url))
+            self.scripts.append(Scripts(client, self._sources))
+        self._tasks.spawn(self._refresh_loop(), name="engine.refresh")
+
+    async def close(self) -> None:
+        await self._tasks.cancel_all()
+        for client in (*self.shards, *self.blocking):
+            await client.aclose()
+        self.shards, self.blocking, self.scripts = [], [], []
+
+    async def healthy(self) -> bool:
+        try:
+            await asyncio.gather(*(c.ping() for c in self.shards))
+            return True
+        except REDIS_ERRORS:
+            return False
+
+    def partition(self, channel: str) -> int:
+        return partition_of(channel, self.partitions)
+
+    def shard_index(self, p: int) -> int:
+        return shard_of_partition(p, len(self.urls))
+
+    def node_shard(self, node: str) -> int:
+        return jump_hash(stable_hash(f"node:{node}"), len(self.urls))
+
+    async def _call(self, what: str, coro: Any) -> Any:
+        try:
+            return await coro
+        except REDIS_ERRORS as exc:
+            raise EngineUnavailable(f"redis unreachable ({what})") from exc
+
+    def _new_epoch(self) -> str:
+        return secrets.token_hex(4)
+
+    # --- publishing ---------------------------------------------------------------------------
+    async def publish(self, channel: ChannelName, data: Any, *, event: str = "message", sender: str | None = None,
+                      idempotency_key: str | None = None) -> PublishResult:
+        p = self.partition(channel)
+        s = self.shard_index(p)
+        opts = self._options(namespace_of(channel))
+        idem = keys.idem_key(p, idempotency_key or "-")
+        res = await self._call("publish", self.scripts[s].publish_append(
+            keys=[keys.hist_key(p, channel), keys.log_key(p), keys.epoch_key(p), idem],
+            args=[channel, pack_payload(event, sender, data), opts.history_size, int(opts.history_ttl * 1000),
+                  self._new_epoch(), "1" if idempotency_key else "0", self._idempotency_ms, LOG_CAP]))
+        return PublishResult(channel, Offset(_s(res[0])), Epoch(_s(res[1])))
+
+    async def signal(self, channel: ChannelName, frame: dict[str, Any]) -> None:
+        p = self.partition(channel)
+        client = self.shards[self.shard_index(p)]
+        await self._call("signal", client.xadd(keys.log_key(p), {"k": "g", "c": channel,
+                                                                  "f": msgpack.packb(frame)},
+                                                maxlen=LOG_CAP, approximate=True))
+
+    # --- history ------------------------------------------------------------------------------
+    async def history(self, channel: ChannelName, *, since: Position | None = None,
+                      limit: int | None = None) -> HistoryResult:
+        p = self.partition(channel)
+        s = self.shard_index(p)
+        opts = self._options(namespace_of(channel))
+        count = -1 if limit is None else limit
+        if count == 0 and since is None:
+            count = 0
+        res = await self._call("history", self.scripts[s].history_read(
+            keys=[keys.hist_key(p, channel), keys.epoch_key(p)],
+            args=[self._new_epoch(), int(opts.history_ttl * 1000), since.offset if since else "", count]))
+        epoch, last, dropped = Epoch(_s(res[0])), _s(res[1]), _s(res[2])
+        entries = res[3]
+        if since is None:
+            if limit is not None:
+                entries = list(reversed(entries))[-limit:] if limit else []
+            messages = [self._entry(channel, epoch, e) for e in entries]
+            return HistoryResult(channel, epoch, Offset(last), False, messages)
+        skey = since.key
+        recovered = since.epoch == epoch and offset_key(dropped) <= skey <= offset_key(last)
+        messages = [self._entry(channel, epoch, e) for e in entries] if recovered else []
+        return HistoryResult(channel, epoch, Offset(last), recovered, messages)
+
+    @staticmethod
+    def _entry(channel: str, epoch: str, entry: Any) -> Any:
+        offset, fields = entry
+        values = dict(zip(fields[::2], fields[1::2], strict=True)) if isinstance(fields, list) else fields
+        return unpack_publication(channel, _s(offset), epoch, values[b"p"])
+
+    # --- subscriptions ------------------------------------------------------------------------
+    async def _set_subscription(self, node: str, channel: ChannelName, on: bool) -> None:
+        p = self.partition(channel)
+        s = self.shard_index(p)
+        await self._call("subscribe", self.scripts[s].subscription_set(
+            keys=[keys.subs_key(p), keys.log_key(p)], args=[channel, node, "1" if on else "0", LOG_CAP]))
+
+    async def subscribe(self, node: str, channel: ChannelName) -> None:
+        await self._set_subscription(node, channel, True)
+
+    async def unsubscribe(self, node: str, channel: ChannelName) -> None:
+        await self._set_subscription(node, channel, False)
+
+    # --- deliveries to this process's node ----------------------------------------------------
+    async def attach(self, node: str, deliver: DeliverFn) -> None:
+        self._nodes[node] = deliver
+        client = self.shards[self.node_shard(node)]
+        # Start after whatever an earlier process with this node id left behind.
+        newest = await self._call("attach", client.xrevrange(keys.inbox_key(node), count=1))
+        start = newest[0][0] if newest else b"0-0"
+        self._tasks.spawn(self._inbox_loop(node, deliver, start), name=f"engine.inbox.{node}")
+        self._tasks.spawn(self._alive_loop(node), name=f"engine.alive.{node}")
+
+    def detach(self, node: str) -> None:
+        self._nodes.pop(node, None)
+
+    async def _inbox_loop(self, node: str, deliver: DeliverFn, start: bytes) -> None:
+        """Read this node's inbox with one blocking XREAD; survive Redis outages, resume from the
+        last id read (nothing routed meanwhile is skipped while the inbox cap holds)."""
+        shard = self.node_shard(node)
+        key = keys.inbox_key(node)
+        last = start
+        delay = 0.05
+        while node in self._nodes:
+            client = self.blocking[shard]
+            try:
+                reply = await client.xread({key: last}, count=500, block=1000)
+                delay = 0.05
+            except REDIS_ERRORS as exc:
+                log.warning("engine.inbox.unreachable", node=node, error=type(exc).__name__)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            for _stream, entries in reply or ():
+                items = []
+                for entry_id, fields in entries:
+                    last = entry_id
+                    items.extend(unpack_batch(fields[b"b"]))
+                if items and node in self._nodes:
+                    deliver(items)
+
+    async def _alive_loop(self, node: str) -> None:
+        shard = self.shards[self.node_shard(node)]
+        while node in self._nodes:
+            try:
+                await shard.set(keys.alive_key(node), b"1", px=ALIVE_TTL_MS)
+                await self.shards[0].zadd(keys.MEMBERS_KEY, {f"node:{node}": int(time.time() * 1000)})
+            except REDIS_ERRORS:
+                pass
+            await asyncio.sleep(ALIVE_TTL_MS / 4000)
+
+    # --- presence -----------------------------------------------------------------------------
+    def _presence_keys(self, channel: str) -> tuple[int, list[str]]:
+        p = self.partition(channel)
+        return self.shard_index(p), [keys.presence_key(p, channel), keys.presence_exp_key(p, channel)]
+
+    async def _presence_write(self, channel: str, entry: PresenceEntry) -> None:
+        s, ks = self._presence_keys(channel)
+        now = int(time.time() * 1000)
+        ttl = int(self._presence_ttl * 1000)
+        packed = msgpack.packb([entry.client, entry.user, entry.node, entry.status, entry.info])
+        await self._call("presence", self.scripts[s].presence_add(keys=ks, args=[entry.client, packed, now + ttl,
+                                                                                   ttl * 2]))
+
+    async def presence_add(self, channel: ChannelName, entry: PresenceEntry) -> None:
+        self._presence[(channel, entry.client)] = entry
+        await self._presence_write(channel, entry)
+
+    async def presence_remove(self, channel: ChannelName, client: str) -> None:
+        self._presence.pop((channel, client), None)
+        s, ks = self._presence_keys(channel)
+        pipe = self.shards[s].pipeline(transaction=True)
+        pipe.hdel(ks[0], client)
+        pipe.zrem(ks[1], client)
+        await self._call("presence", pipe.execute())
+
+    async def presence(self, channel: ChannelName) -> list[PresenceEntry]:
+        s, ks = self._presence_keys(channel)
+        raw = await self._call("presence", self.scripts[s].presence_get(keys=ks, args=[int(time.time() * 1000)]))
+        return [PresenceEntry(*msgpack.unpackb(v, raw=False)) for v in raw]
+
+    # --- per-user connections -----------------------------------------------------------------
+    def _user_key(self, user: str) -> tuple[int, int, str]:
+        p = self.partition(personal_channel(user))
+        return p, self.shard_index(p), keys.users_key(p, user)
+
+    async def _user_write(self, user: str, client: str, limit: int) -> bool:
+        _, s, key = self._user_key(user)
+        now = int(time.time() * 1000)
+        ok = await self._call("users", self.scripts[s].user_acquire(
+            keys=[key], args=[client, limit, now, now + int(self._presence_ttl * 1000)]))
+        return bool(ok)
+
+    async def user_acquire(self, user: str, client: str, limit: int) -> bool:
+        ok = await self._user_write(user, client, limit)
+        if ok:
+            self._users[(user, client)] = None
+        return ok
+
+    async def user_release(self, user: str, client: str) -> None:
+        self._users.pop((user, client), None)
+        _, s, key = self._user_key(user)
+        await self._call("users", self.shards[s].zrem(key, client))
+
+    async def disconnect_user(self, user: str, code: int) -> int:
+        p, s, key = self._user_key(user)
+        n = await self._call("disconnect", self.scripts[s].user_disconnect(
+            keys=[key, keys.log_key(p)], args=[user, code, int(time.time() * 1000), LOG_CAP]))
+        return int(n)
+
+    async def _refresh_loop(self) -> None:
+        """Re-assert this process's presence entries and connection counts (they expire after
+        PRESENCE_TTL without it, which is how a crashed node's entries disappear)."""
+        while True:
+            await asyncio.sleep(self._presence_ttl / 3)
+            try:
+                for (channel, _), entry in list(self._presence.items()):
+                    await self._presence_write(channel, entry)
+                for user, client in list(self._users):
+                    await self._user_write(user, client, 1 << 30)
+            except EngineUnavailable:
+                log.warning("engine.refresh.failed")
+
+    async def info(self) -> dict[str, Any]:
+        now = int(time.time() * 1000)
+        try:
+            members = await self.shards[0].zrangebyscore(keys.MEMBERS_KEY, now - ALIVE_TTL_MS, "+inf")
+        except REDIS_ERRORS as exc:
+            raise EngineUnavailable("redis unreachable (info)") from exc
+        names = [_s(m) for m in members]
+        return {"engine": "redis", "shards": len(self.urls), "partitions": self.partitions,
+                "nodes": sorted(n[5:] for n in names if n.startswith("node:")),
+                "routers": sorted(n[7:] for n in names if n.startswith("router:"))}

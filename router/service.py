@@ -1,0 +1,240 @@
+"""The router process's engine-facing work: membership, partition leases, log reading, forwarding.
+
+One loop per shard reads every partition this router owns on that shard with a single blocking
+XREADGROUP, applies subscription records to the registry, batches publications per node, appends
+the batches to node inboxes with one pipeline per shard, then acknowledges and trims the logs.
+At-least-once: nothing is acknowledged before it is in the inboxes; a new owner first claims the
+partition's pending entries; nodes drop duplicates by offset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from redis.exceptions import ResponseError
+
+from herald.core.engine.redis import keys
+from herald.core.engine.redis.codec import pack_batch
+from herald.core.engine.redis.engine import INBOX_CAP, REDIS_ERRORS, RedisEngine
+from herald.core.tasks import TaskSet
+
+from .ownership import desired_partitions
+from .registry import Registry
+
+__all__ = ["Router", "RouterMetrics"]
+
+log = structlog.get_logger("herald.router")
+_PARTITION_RE = re.compile(rb"\{(\d+)\}")
+
+
+class RouterMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = r = registry or CollectorRegistry(auto_describe=True)
+        self.partitions = Gauge("herald_router_partitions", "Partitions owned by this router", registry=r)
+        self.entries = Counter("herald_router_log_entries", "Log entries processed, by kind", ["kind"], registry=r)
+        self.forwarded = Counter("herald_router_forwarded", "Items appended to node inboxes", registry=r)
+        self.batches = Counter("herald_router_inbox_batches", "Inbox batches appended", registry=r)
+        self.errors = Counter("herald_router_errors", "Read/forward failures (Redis unreachable)", registry=r)
+        self.lag = Gauge("herald_router_lag_entries", "Unread entries in the owned partition logs", registry=r)
+        self.acquired = Counter("herald_router_partition_acquisitions", "Partitions acquired", registry=r)
+
+
+@dataclass
+class _Shard:
+    index: int
+    owned: dict[int, Registry] = field(default_factory=dict)
+    recover: set[int] = field(default_factory=set)
+    next_sync: float = 0.0
+
+
+class Router:
+    def __init__(self, engine: RedisEngine, router_id: str | None = None, *, lease_seconds: float = 5.0,
+                 batch: int = 1000, block_ms: int = 100, metrics: RouterMetrics | None = None) -> None:
+        self.engine = engine
+        self.id = router_id or f"router-{secrets.token_hex(4)}"
+        self.lease_ms = int(lease_seconds * 1000)
+        self.batch = batch
+        self.block_ms = block_ms
+        self.metrics = metrics or RouterMetrics()
+        self._tasks = TaskSet()
+        self._shards = [_Shard(i) for i in range(len(engine.urls))]
+        self._running = False
+
+    @property
+    def member(self) -> str:
+        return f"router:{self.id}"
+
+    def owned(self) -> list[int]:
+        return sorted(p for shard in self._shards for p in shard.owned)
+
+    async def start(self) -> None:
+        self._running = True
+        await self._heartbeat()
+        self._tasks.spawn(self._heartbeat_loop(), name="router.heartbeat")
+        for shard in self._shards:
+            self._tasks.spawn(self._shard_loop(shard), name=f"router.shard{shard.index}")
+        log.info("router.started", router=self.id, partitions=self.engine.partitions, shards=len(self._shards))
+
+    async def stop(self) -> None:
+        """Leave the cluster: stop reading, release every lease so others take over at once."""
+        self._running = False
+        await self._tasks.cancel_all()
+        try:
+            await self.engine.shards[0].zrem(keys.MEMBERS_KEY, self.member)
+            for shard in self._shards:
+                for p in list(shard.owned):
+                    await self._release(shard, p)
+        except REDIS_ERRORS:
+            pass
+        log.info("router.stopped", router=self.id)
+
+    # --- membership ---------------------------------------------------------------------------
+    async def _heartbeat(self) -> None:
+        await self.engine.shards[0].zadd(keys.MEMBERS_KEY, {self.member: int(time.time() * 1000)})
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(min(1.0, self.lease_ms / 5000))
+            try:
+                await self._heartbeat()
+            except REDIS_ERRORS:
+                pass
+
+    async def _live_routers(self) -> list[str]:
+        since = int(time.time() * 1000) - max(3000, self.lease_ms // 2)
+        members = await self.engine.shards[0].zrangebyscore(keys.MEMBERS_KEY, since, "+inf")
+        return [m.decode()[7:] for m in members if m.startswith(b"router:")]
+
+    # --- ownership ----------------------------------------------------------------------------
+    async def _sync(self, shard: _Shard) -> None:
+        engine = self.engine
+        client, scripts = engine.shards[shard.index], engine.scripts[shard.index]
+        mine = {p for p in desired_partitions(self.id, await self._live_routers(), engine.partitions)
+                if engine.shard_index(p) == shard.index}
+        for p in list(shard.owned):
+            if p not in mine:
+                await self._release(shard, p)
+        for p in sorted(mine):
+            held = await scripts.lease_renew(keys=[keys.lease_key(p)], args=[self.id, self.lease_ms])
+            if not held:
+                shard.owned.pop(p, None)
+                continue
+            if p not in shard.owned:
+                try:
+                    await client.xgroup_create(keys.log_key(p), keys.GROUP, id="0", mkstream=True)
+                except ResponseError as exc:
+                    if "BUSYGROUP" not in str(exc):
+                        raise
+                shard.owned[p] = Registry.from_snapshot(await client.hgetall(keys.subs_key(p)))
+                shard.recover.add(p)
+                self.metrics.acquired.inc()
+                log.info("router.partition.acquired", router=self.id, partition=p, shard=shard.index)
+        self.metrics.partitions.set(len(self.owned()))
+
+    async def _release(self, shard: _Shard, p: int) -> None:
+        shard.owned.pop(p, None)
+        shard.recover.discard(p)
+        await self.engine.scripts[shard.index].lease_release(keys=[keys.lease_key(p)], args=[self.id])
+        log.info("router.partition.released", router=self.id, partition=p, shard=shard.index)
+
+    # --- reading ------------------------------------------------------------------------------
+    async def _shard_loop(self, shard: _Shard) -> None:
+        delay = 0.05
+        client = self.engine.blocking[shard.index]
+        while self._running:
+            try:
+                now = time.monotonic()
+                if now >= shard.next_sync:
+                    await self._sync(shard)
+                    shard.next_sync = now + self.lease_ms / 3000
+                for p in sorted(shard.recover):
+                    await self._claim_pending(shard, p)
+                    shard.recover.discard(p)
+                if not shard.owned:
+                    await asyncio.sleep(min(0.2, self.lease_ms / 5000))
+                    continue
+                streams = {keys.log_key(p): ">" for p in shard.owned}
+                reply = await client.xreadgroup(keys.GROUP, self.id, streams, count=self.batch, block=self.block_ms)
+                if reply:
+                    await self._forward(shard, reply)
+                delay = 0.05
+            except REDIS_ERRORS as exc:
+                self.metrics.errors.inc()
+                log.warning("router.redis.unreachable", router=self.id, shard=shard.index, error=type(exc).__name__)
+                shard.recover.update(shard.owned)  # read-but-unacked entries are re-processed first
+                shard.next_sync = 0.0
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    async def _claim_pending(self, shard: _Shard, p: int) -> None:
+        """Take over every unacknowledged entry of partition p (a dead owner's, or our own after a
+        failure) and process it before reading new entries, so per-partition order holds."""
+        client = self.engine.shards[shard.index]
+        cursor: Any = "0-0"
+        while True:
+            res = await client.xautoclaim(keys.log_key(p), keys.GROUP, self.id, min_idle_time=0,
+                                          start_id=cursor, count=self.batch)
+            cursor, entries = res[0], res[1]
+            entries = [e for e in entries if e[1] is not None]
+            if entries:
+                await self._forward(shard, [[keys.log_key(p).encode(), entries]])
+            if cursor in (b"0-0", "0-0") or not entries:
+                return
+
+    async def _forward(self, shard: _Shard, reply: Any) -> None:
+        out: dict[str, list[list[Any]]] = defaultdict(list)
+        acks: dict[int, list[bytes]] = {}
+        kinds: dict[bytes, int] = defaultdict(int)
+        for stream, entries in reply:
+            m = _PARTITION_RE.search(stream if isinstance(stream, bytes) else stream.encode())
+            p = int(m.group(1)) if m else -1
+            reg = shard.owned.get(p)
+            if reg is None or not entries:
+                continue
+            for _entry_id, f in entries:
+                kind = f[b"k"]
+                kinds[kind] += 1
+                if kind == b"m":
+                    channel = f[b"c"].decode()
+                    item = ["m", channel, f[b"o"].decode(), f[b"e"].decode(), f[b"p"]]
+                    for node in reg.nodes(channel):
+                        out[node].append(item)
+                elif kind == b"s":
+                    reg.set(f[b"c"].decode(), f[b"n"].decode(), f[b"on"] == b"1")
+                elif kind == b"g":
+                    channel = f[b"c"].decode()
+                    for node in reg.nodes(channel):
+                        out[node].append(["g", channel, f[b"f"]])
+                elif kind == b"x":
+                    user = f[b"u"].decode()
+                    for node in reg.nodes(f"user:{user}"):
+                        out[node].append(["x", user, int(f[b"code"])])
+            acks[p] = [e[0] for e in entries]
+        engine = self.engine
+        if out:
+            pipes: dict[int, Any] = {}
+            for node, items in out.items():
+                s = engine.node_shard(node)
+                pipe = pipes.get(s)
+                if pipe is None:
+                    pipe = pipes[s] = engine.shards[s].pipeline(transaction=False)
+                pipe.xadd(keys.inbox_key(node), {"b": pack_batch(items)}, maxlen=INBOX_CAP, approximate=True)
+            await asyncio.gather(*(pipe.execute() for pipe in pipes.values()))
+            self.metrics.forwarded.inc(sum(len(v) for v in out.values()))
+            self.metrics.batches.inc(len(out))
+        if acks:
+            pipe = engine.shards[shard.index].pipeline(transaction=False)
+            for p, ids in acks.items():
+                pipe.xack(keys.log_key(p), keys.GROUP, *ids)
+                pipe.xtrim(keys.log_key(p), minid=ids[-1], approximate=True)
+            await pipe.execute()
+        for kind, n in kinds.items():
+            self.metrics.entries.labels(kind.decode()).inc(n)
