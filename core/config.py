@@ -101,6 +101,7 @@ class NodeConfig:
     sse_retry_ms: int = _opt(2000, "the `retry:` an SSE stream starts with")
     sse_max_channels: int = _opt(16, "channels per SSE stream")
     namespaces: dict[str, Any] = _opt({}, "per-namespace options (config file): {ns: {history_size, ...}}")
+    lease_seconds: float = _opt(5.0, "router: partition lease; a dead router's partitions move after it")
     log_level: str = _opt("info", "debug, info, warning or error")
     log_format: str = _opt("json", "json or console")
     dev: bool = field(default=False, metadata={"help": "development mode", "cli": False})

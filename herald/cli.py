@@ -2,14 +2,16 @@
 
 `herald dev` runs everything in one process on the in-memory engine with development defaults
 (secret `dev-secret`, API key `dev-key`, console logs) and prints its URLs and a demo token.
-`herald node` runs an edge node with production defaults: it refuses to start without a JWT key
-and an API key. The router and control plane arrive with the cluster (Redis) engine.
+`herald node` runs an edge node and `herald router` a router, with production defaults: they refuse
+to start without a JWT key and an API key. With `--redis URL` (repeated per shard) nodes use the
+RedisEngine; `herald dev --redis URL` runs a node and a router in one process.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import sys
 import warnings
 from collections.abc import Sequence
@@ -18,6 +20,7 @@ import jwt
 
 from herald import __version__
 from herald.core.config import DEV_API_KEY, DEV_SECRET, NodeConfig, add_node_options, load_node_config
+from herald.core.engine.base import Engine
 from herald.core.engine.memory import MemoryEngine
 from herald.core.logging import configure_logging
 from herald.core.protocol.errors import ConfigError
@@ -42,13 +45,18 @@ def _parser() -> argparse.ArgumentParser:
     add_node_options(dev)
     node = sub.add_parser("node", help="an edge node (WebSocket, SSE, server API)")
     add_node_options(node)
+    router = sub.add_parser("router", help="a router: partition logs to node inboxes, server API (needs --redis)")
+    add_node_options(router)
     return parser
 
 
-def _engine(config: NodeConfig) -> MemoryEngine:
-    if config.redis:
-        raise ConfigError("node: the Redis engine (--redis) is not available in this build yet; omit --redis")
-    return MemoryEngine(config.namespace)
+def _engine(config: NodeConfig) -> Engine:
+    options = functools.lru_cache(maxsize=4096)(config.namespace)  # resolved once per namespace
+    if not config.redis:
+        return MemoryEngine(options)
+    from herald.core.engine.redis import RedisEngine
+
+    return RedisEngine(config.redis, partitions=config.partitions, options=options)
 
 
 def _print_banner(config: NodeConfig, port: int) -> None:
@@ -58,7 +66,7 @@ def _print_banner(config: NodeConfig, port: int) -> None:
     base = f"http://{host}:{port}"
     token = demo_token(config, "demo") if config.jwt_algorithm == "HS256" and config.jwt_secret else None
     lines = [
-        f"Herald {__version__} (dev, in-memory engine) is up",
+        f"Herald {__version__} (dev, {'Redis: ' + ', '.join(config.redis) if config.redis else 'in-memory engine'}) is up",
         f"  demo page   {base}/",
         f"  WebSocket   ws://{host}:{port}/ws",
         f"  SSE         {base}/events?channel=news:updates&token=<token>",
@@ -78,6 +86,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if command == "dev":
             config = load_node_config(args, defaults={**DEV_DEFAULTS, "dev": True})
+        elif command == "router":
+            config = load_node_config(args, defaults={"port": 8001})
+            if not config.redis:
+                raise ConfigError("router: at least one --redis URL is required")
         else:
             config = load_node_config(args)
         engine = _engine(config)
@@ -88,9 +100,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     # PyJWT warns on every call with a short HMAC key; Authenticator logs it once instead.
     warnings.filterwarnings("ignore", category=jwt.InsecureKeyLengthWarning)
 
-    from herald.node.server import serve_node
+    if command == "router":
+        from herald.router.server import serve_router
 
-    on_ready = (lambda app, port: _print_banner(config, port)) if command == "dev" else None
+        main_coro = serve_router(config, engine)  # type: ignore[arg-type]
+    else:
+        from herald.node.server import serve_node
+
+        services = []
+        if command == "dev" and config.redis:
+            from herald.router.service import Router
+
+            services.append(Router(engine, lease_seconds=config.lease_seconds))  # type: ignore[arg-type]
+        on_ready = (lambda port: _print_banner(config, port)) if command == "dev" else None
+        main_coro = serve_node(config, engine, on_ready, services)
     try:
         import uvloop
 
@@ -98,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImportError:  # pragma: no cover - uvloop is not available on Windows
         runner = asyncio.run
     try:
-        runner(serve_node(config, engine, on_ready))
+        runner(main_coro)
     except KeyboardInterrupt:
         pass
     except OSError as exc:

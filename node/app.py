@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, Protocol
 from importlib import resources
 
 import jwt
@@ -12,8 +13,9 @@ from aiohttp import web
 from herald.core.config import NodeConfig
 from herald.core.engine.base import Engine
 
-from .api import add_api_routes
-from .http import error_middleware, json_error, json_response
+from herald.core.web.api import API, ApiContext, add_api_routes
+from herald.core.web.http import error_middleware, json_error, json_response
+from herald.core.web.ops import add_ops_routes
 from .runtime import RUNTIME, NodeRuntime
 from .sse import handle_events
 from .ws import handle_ws
@@ -21,24 +23,6 @@ from .ws import handle_ws
 __all__ = ["build_node_app"]
 
 _STATIC = resources.files("herald.node") / "static"
-
-
-async def healthz(request: web.Request) -> web.Response:
-    return json_response({"status": "ok"})
-
-
-async def readyz(request: web.Request) -> web.Response:
-    rt = request.app[RUNTIME]
-    if rt.draining:
-        return json_response({"status": "draining"}, 503)
-    if not await rt.engine.healthy():
-        return json_response({"status": "engine unavailable"}, 503)
-    return json_response({"status": "ready", "node": rt.node_id, "connections": rt.connection_count})
-
-
-async def metrics(request: web.Request) -> web.Response:
-    body = request.app[RUNTIME].metrics.render()
-    return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
 
 async def client_js(request: web.Request) -> web.Response:
@@ -65,17 +49,33 @@ async def demo_token_handler(request: web.Request) -> web.Response:
     return json_response({"token": demo_token(config, user)})
 
 
-def build_node_app(config: NodeConfig, engine: Engine) -> web.Application:
+class Service(Protocol):
+    """Something that runs beside the node in the same process (the router in `herald dev --redis`)."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+def build_node_app(config: NodeConfig, engine: Engine, services: Sequence[Service] = ()) -> web.Application:
     rt = NodeRuntime(config, engine)
     app = web.Application(middlewares=[error_middleware], client_max_size=config.max_message_size)
     app[RUNTIME] = rt
+    app[API] = ApiContext(
+        engine, config.api_key or "", config.max_message_size,
+        on_published=lambda n: rt.metrics.published.labels("api").inc(n),
+        describe=lambda: {"node": rt.node_id, "connections": rt.connection_count, "draining": rt.draining})
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await engine.start()
+        for service in services:
+            await service.start()
         await engine.attach(rt.node_id, rt.hub.dispatch)
         rt.tasks.spawn(rt.ticker(), name="node.ticker")
         yield
         await rt.tasks.cancel_all()
+        for service in reversed(services):
+            await service.stop()
         engine.detach(rt.node_id)
         await engine.close()
 
@@ -83,9 +83,15 @@ def build_node_app(config: NodeConfig, engine: Engine) -> web.Application:
     app.router.add_get("/ws", handle_ws)
     app.router.add_get("/events", handle_events)
     add_api_routes(app)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
+
+    async def readiness() -> tuple[bool, dict[str, Any]]:
+        if rt.draining:
+            return False, {"status": "draining"}
+        if not await engine.healthy():
+            return False, {"status": "engine unavailable"}
+        return True, {"status": "ready", "node": rt.node_id, "connections": rt.connection_count}
+
+    add_ops_routes(app, rt.metrics.registry, readiness)
     app.router.add_get("/client.js", client_js)
     if config.dev and config.jwt_algorithm == "HS256" and config.jwt_secret:
         app.router.add_get("/", demo_page)

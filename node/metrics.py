@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 __all__ = ["NodeMetrics"]
 
@@ -36,6 +36,3 @@ class NodeMetrics:
         if count:
             self._out.inc(count)
         self._latency.observe(max(latency, 0.0))
-
-    def render(self) -> bytes:
-        return generate_latest(self.registry)

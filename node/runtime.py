@@ -7,7 +7,6 @@ the same rules; each transport maps a refusal to its own wire form.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
@@ -71,7 +70,6 @@ class NodeRuntime:
         self.draining = False
         self.started = time.time()
         self._namespaces: dict[str, Any] = {}
-        self._api_key = (config.api_key or "").encode()
 
     # --- helpers ------------------------------------------------------------------------------
     def namespace(self, channel: str) -> Any:
@@ -80,12 +78,6 @@ class NodeRuntime:
         if opts is None:
             opts = self._namespaces[ns] = self.config.namespace(ns)
         return opts
-
-    def check_api_key(self, request: web.Request) -> bool:
-        header = request.headers.get("Authorization", "")
-        scheme, _, key = header.partition(" ")
-        # compare_digest on equal-length inputs of any content is constant-time in the key
-        return scheme.lower() == "apikey" and bool(self._api_key) and hmac.compare_digest(key.strip().encode(), self._api_key)
 
     @property
     def connection_count(self) -> int:

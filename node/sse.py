@@ -22,7 +22,7 @@ from herald.core.protocol.envelope import Publication, personal_channel, validat
 from herald.core.protocol.errors import Forbidden, HeraldError, ProtocolError, Unauthorized
 from herald.core.protocol.sse import SseStream, channel_tag, comment, decode_cursor, event_tail
 
-from .http import json_error
+from herald.core.web.http import json_error
 from .hub import Encoded, Subscriber
 from .runtime import RUNTIME, NodeRuntime, Refusal
 

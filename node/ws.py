@@ -35,7 +35,7 @@ from herald.core.protocol.errors import HeraldError, Unauthorized
 from herald.core.protocol.frames import PING_FRAME, ws_frame
 from herald.core.protocol.session import Session, Tick
 
-from .http import json_error
+from herald.core.web.http import json_error
 from .hub import Encoded, Subscriber
 from .runtime import RUNTIME, NodeRuntime, Refusal
 

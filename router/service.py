@@ -45,6 +45,8 @@ class RouterMetrics:
         self.errors = Counter("herald_router_errors", "Read/forward failures (Redis unreachable)", registry=r)
         self.lag = Gauge("herald_router_lag_entries", "Unread entries in the owned partition logs", registry=r)
         self.acquired = Counter("herald_router_partition_acquisitions", "Partitions acquired", registry=r)
+        self.published = Counter("herald_publications", "Publications accepted through this router's API",
+                                 ["source"], registry=r)
 
 
 @dataclass

@@ -61,11 +61,12 @@ def comment(text: str) -> bytes:
 class SseStream:
     """The channels of one SSE response and its cursor."""
 
-    __slots__ = ("subs", "_parts", "msgs_out")
+    __slots__ = ("subs", "_parts", "_tags", "msgs_out")
 
     def __init__(self) -> None:
         self.subs: dict[str, Subscription] = {}
         self._parts: dict[str, bytes] = {}
+        self._tags: dict[str, bytes] = {}  # channel -> b"<tag>." computed once
         self.msgs_out = 0
 
     def start(self, channel: str, since: Position | None) -> Subscription:
@@ -74,10 +75,11 @@ class SseStream:
             sub.last, sub.epoch = since.key, since.epoch
         sub.pending = []
         self.subs[channel] = sub
+        self._tags[channel] = channel_tag(channel).encode() + b"."
         return sub
 
     def _advance(self, sub: Subscription, offset: str) -> None:
-        self._parts[sub.channel] = f"{channel_tag(sub.channel)}.{sub.epoch}.{offset}".encode()
+        self._parts[sub.channel] = self._tags[sub.channel] + f"{sub.epoch}.{offset}".encode()
 
     def cursor(self) -> bytes:
         return b"~".join(self._parts.values())

@@ -1,33 +1,59 @@
-"""The server HTTP API of CONTRACT.md §7 (`Authorization: apikey <key>`) and `POST /notify`."""
+"""The server HTTP API of CONTRACT.md §7 (`Authorization: apikey <key>`) and `POST /notify`.
+
+Served by nodes and routers alike: each builds an ApiContext around its engine.
+"""
 
 from __future__ import annotations
 
+import hmac
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
 from herald import __version__
-from herald.core.protocol.envelope import ChannelName, Position, offset_key, personal_channel, validate_channel
-from herald.core.protocol.errors import ProtocolError, Unauthorized
 
+from ..engine.base import Engine
+from ..protocol.envelope import ChannelName, Position, offset_key, personal_channel, validate_channel
+from ..protocol.errors import ProtocolError, Unauthorized
 from .http import json_response, read_json
-from .runtime import RUNTIME, NodeRuntime
 
-__all__ = ["add_api_routes"]
+__all__ = ["ApiContext", "API", "add_api_routes"]
+
+
+@dataclass
+class ApiContext:
+    engine: Engine
+    api_key: str
+    max_body: int
+    on_published: Callable[[int], None] = lambda n: None
+    describe: Callable[[], dict[str, Any]] = dict  # extra facts for /api/info
+    _key: bytes = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._key = self.api_key.encode()
+
+    def authorized(self, request: web.Request) -> bool:
+        scheme, _, key = request.headers.get("Authorization", "").partition(" ")
+        return scheme.lower() == "apikey" and bool(self._key) and hmac.compare_digest(key.strip().encode(), self._key)
+
+
+API = web.AppKey("herald_api", ApiContext)
 
 _MAX_BROADCAST = 1000
 _MAX_HISTORY = 1000
 
 
-def _runtime(request: web.Request) -> NodeRuntime:
-    rt = request.app[RUNTIME]
-    if not rt.check_api_key(request):
+def _context(request: web.Request) -> ApiContext:
+    ctx = request.app[API]
+    if not ctx.authorized(request):
         raise Unauthorized("missing or wrong API key (Authorization: apikey <key>)")
-    return rt
+    return ctx
 
 
-async def _body(request: web.Request, rt: NodeRuntime) -> dict[str, Any]:
-    body = await read_json(request, rt.config.max_message_size)
+async def _body(request: web.Request, ctx: ApiContext) -> dict[str, Any]:
+    body = await read_json(request, ctx.max_body)
     if not isinstance(body, dict):
         raise ProtocolError("body must be a JSON object")
     return body
@@ -41,22 +67,22 @@ def _event(body: dict[str, Any]) -> str:
 
 
 async def publish(request: web.Request) -> web.Response:
-    rt = _runtime(request)
-    body = await _body(request, rt)
+    ctx = _context(request)
+    body = await _body(request, ctx)
     channel = validate_channel(body.get("channel"))
     if "data" not in body:
         raise ProtocolError("'data' is required")
     key = body.get("idempotency_key")
     if key is not None and (not isinstance(key, str) or not 0 < len(key) <= 256):
         raise ProtocolError("'idempotency_key' must be a string of 1-256 characters")
-    result = await rt.engine.publish(channel, body["data"], event=_event(body), idempotency_key=key)
-    rt.metrics.published.labels("api").inc()
+    result = await ctx.engine.publish(channel, body["data"], event=_event(body), idempotency_key=key)
+    ctx.on_published(1)
     return json_response(result.to_wire())
 
 
 async def broadcast(request: web.Request) -> web.Response:
-    rt = _runtime(request)
-    body = await _body(request, rt)
+    ctx = _context(request)
+    body = await _body(request, ctx)
     channels = body.get("channels")
     if not isinstance(channels, list) or not 0 < len(channels) <= _MAX_BROADCAST:
         raise ProtocolError(f"'channels' must be a list of 1-{_MAX_BROADCAST} channel names")
@@ -66,13 +92,13 @@ async def broadcast(request: web.Request) -> web.Response:
     event = _event(body)
     results = []
     for channel in names:
-        results.append((await rt.engine.publish(channel, body["data"], event=event)).to_wire())
-    rt.metrics.published.labels("api").inc(len(names))
+        results.append((await ctx.engine.publish(channel, body["data"], event=event)).to_wire())
+    ctx.on_published(len(names))
     return json_response({"results": results})
 
 
 async def history(request: web.Request) -> web.Response:
-    rt = _runtime(request)
+    ctx = _context(request)
     channel = validate_channel(request.match_info["channel"])
     q = request.query
     since = None
@@ -90,28 +116,28 @@ async def history(request: web.Request) -> web.Response:
         if limit < 0:
             raise ProtocolError("'limit' must be >= 0")
     limit = _MAX_HISTORY if limit is None else min(limit, _MAX_HISTORY)
-    res = await rt.engine.history(channel, since=since, limit=limit)
+    res = await ctx.engine.history(channel, since=since, limit=limit)
     return json_response({"channel": channel, "epoch": res.epoch, "offset": res.offset, "recovered": res.recovered,
                           "messages": [m.envelope() for m in res.messages]})
 
 
 async def presence(request: web.Request) -> web.Response:
-    rt = _runtime(request)
+    ctx = _context(request)
     channel = validate_channel(request.match_info["channel"])
-    entries = await rt.engine.presence(channel)
+    entries = await ctx.engine.presence(channel)
     return json_response({"channel": channel, "clients": [e.to_wire() for e in entries]})
 
 
 async def presence_stats(request: web.Request) -> web.Response:
-    rt = _runtime(request)
+    ctx = _context(request)
     channel = validate_channel(request.match_info["channel"])
-    entries = await rt.engine.presence(channel)
+    entries = await ctx.engine.presence(channel)
     return json_response({"channel": channel, "clients": len(entries), "users": len({e.user for e in entries})})
 
 
 async def disconnect(request: web.Request) -> web.Response:
-    rt = _runtime(request)
-    body = await _body(request, rt)
+    ctx = _context(request)
+    body = await _body(request, ctx)
     user = body.get("user")
     if not isinstance(user, str) or not user:
         raise ProtocolError("'user' must be a non-empty string")
@@ -119,27 +145,26 @@ async def disconnect(request: web.Request) -> web.Response:
     code = body.get("code", 4003)
     if type(code) is not int or not (code == 1000 or 3000 <= code <= 4999):
         raise ProtocolError("'code' must be 1000 or 3000-4999")
-    return json_response({"disconnected": await rt.engine.disconnect_user(user, code)})
+    return json_response({"disconnected": await ctx.engine.disconnect_user(user, code)})
 
 
 async def info(request: web.Request) -> web.Response:
-    rt = _runtime(request)
-    facts = await rt.engine.info()
-    return json_response({**facts, "version": __version__, "node": rt.node_id,
-                          "connections": rt.connection_count, "draining": rt.draining})
+    ctx = _context(request)
+    facts = await ctx.engine.info()
+    return json_response({**facts, **ctx.describe(), "version": __version__})
 
 
 async def notify(request: web.Request) -> web.Response:
-    rt = _runtime(request)
-    body = await _body(request, rt)
+    ctx = _context(request)
+    body = await _body(request, ctx)
     user = body.get("userId")
     if not isinstance(user, str) or not user:
         raise ProtocolError("'userId' must be a non-empty string")
     if "message" not in body:
         raise ProtocolError("'message' is required")
     channel: ChannelName = validate_channel(personal_channel(user))
-    await rt.engine.publish(channel, body["message"], event="notification")
-    rt.metrics.published.labels("api").inc()
+    await ctx.engine.publish(channel, body["message"], event="notification")
+    ctx.on_published(1)
     return json_response({"sent": True})
 
 

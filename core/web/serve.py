@@ -1,0 +1,52 @@
+"""Serve an aiohttp app until SIGTERM/SIGINT, then run an ordered shutdown (uvicorn-style)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable
+
+import structlog
+from aiohttp import web
+
+__all__ = ["serve_until_signal"]
+
+log = structlog.get_logger("herald.serve")
+
+
+async def serve_until_signal(
+    app: web.Application,
+    host: str,
+    port: int,
+    *,
+    component: str,
+    ident: str,
+    on_ready: Callable[[int], None] | None = None,
+    before_cleanup: Callable[[], Awaitable[object]] | None = None,
+) -> None:
+    """Listen; on the first signal run `before_cleanup` (e.g. drain) while still listening, then
+    clean up; a second signal stops at once."""
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, backlog=4096, reuse_address=True)
+    await site.start()
+    bound = runner.addresses[0][1] if runner.addresses else port
+    structlog.contextvars.bind_contextvars(component=component, **{component: ident})
+    log.info(f"{component}.started", host=host, port=bound)
+    if on_ready is not None:
+        on_ready(bound)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for sig in signals:
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+        for sig in signals:
+            loop.add_signal_handler(sig, loop.stop)
+        log.info(f"{component}.stopping")
+        if before_cleanup is not None:
+            await before_cleanup()
+    finally:
+        await runner.cleanup()
+        log.info(f"{component}.stopped")
