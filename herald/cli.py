@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import gc
 import sys
 import warnings
 from collections.abc import Sequence
@@ -97,6 +98,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"herald: {exc}", file=sys.stderr)
         return 2
     configure_logging(json=config.log_format == "json", level=config.log_level)
+    # A broker keeps many long-lived objects (connections, sessions); the default GC thresholds make
+    # the collector walk them all very often. Collect young objects less often, and freeze what
+    # exists at startup out of the collector's way.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
     # PyJWT warns on every call with a short HMAC key; Authenticator logs it once instead.
     warnings.filterwarnings("ignore", category=jwt.InsecureKeyLengthWarning)
 

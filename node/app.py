@@ -63,7 +63,7 @@ def build_node_app(config: NodeConfig, engine: Engine, services: Sequence[Servic
     app[RUNTIME] = rt
     app[API] = ApiContext(
         engine, config.api_key or "", config.max_message_size,
-        on_published=lambda n: rt.metrics.published.labels("api").inc(n),
+        on_published=rt.metrics.api_published.inc,
         describe=lambda: {"node": rt.node_id, "connections": rt.connection_count, "draining": rt.draining})
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:

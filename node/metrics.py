@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from herald.core.metrics import LoopMetrics
 
 __all__ = ["NodeMetrics"]
 
@@ -18,21 +20,20 @@ class NodeMetrics:
                               registry=r)
         self.refused = Counter("herald_limit_refusals", "Requests refused by a limit", ["reason"], registry=r)
         self.messages_in = Counter("herald_messages_in", "Client messages received", ["transport"], registry=r)
-        self.messages_out = Counter("herald_messages_out", "Messages written to client connections", registry=r)
+        loop = LoopMetrics(r)
+        self.messages_out = loop.counter("herald_messages_out", "Messages written to client connections")
         self.published = Counter("herald_publications", "Publications accepted", ["source"], registry=r)
         self.errors = Counter("herald_client_errors", "Error replies sent to clients, by code", ["code"], registry=r)
         self.slow = Counter("herald_slow_consumers", "Connections closed as slow consumers (4008)", registry=r)
-        self.latency = Histogram("herald_delivery_latency_seconds", "Publish to local fan-out latency",
-                                 buckets=_LATENCY_BUCKETS, registry=r)
+        self.latency = loop.histogram("herald_delivery_latency_seconds", "Publish to local fan-out latency",
+                                      _LATENCY_BUCKETS)
+        self.api_published = loop.counter("herald_api_publications", "Publications accepted through the server API")
         self.draining = Gauge("herald_draining", "1 while the node drains", registry=r)
         self.drains = Counter("herald_drains", "Drains started", registry=r)
         self.channels = Gauge("herald_channels", "Channels with local subscribers", registry=r)
         Gauge("herald_node_info", "Node identity", ["node"], registry=r).labels(node_id).set(1)
-        self._out = self.messages_out
-        self._latency = self.latency
 
     def delivered(self, count: int, latency: float) -> None:
         """One publication fanned out to `count` local connections (called once per publication)."""
-        if count:
-            self._out.inc(count)
-        self._latency.observe(max(latency, 0.0))
+        self.messages_out.value += count
+        self.latency.observe(latency if latency > 0.0 else 0.0)

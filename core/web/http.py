@@ -21,17 +21,15 @@ def json_error(status: int, slug: str, message: str) -> web.Response:
 
 
 async def read_json(request: web.Request, limit: int) -> Any:
-    """The request body as JSON, refusing more than `limit` bytes (413) and bad JSON (400)."""
+    """The request body as JSON, refusing more than `limit` bytes (413) and bad JSON (400).
+    The app's `client_max_size` is the same limit, so aiohttp refuses oversized bodies (also
+    chunked ones) while reading."""
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooBig(f"body over {limit} bytes")
-    body = bytearray()
-    while not request.content.at_eof():  # read() returns what is buffered: loop until the end
-        chunk = await request.content.read(limit + 1 - len(body))
-        if not chunk:
-            break
-        body += chunk
-        if len(body) > limit:
-            raise PayloadTooBig(f"body over {limit} bytes")
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise PayloadTooBig(f"body over {limit} bytes") from None
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
