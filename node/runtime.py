@@ -20,6 +20,7 @@ from herald.core.config import NodeConfig
 from herald.core.engine.base import Engine, PresenceEntry
 from herald.core.protocol.closecodes import CloseCode
 from herald.core.protocol.envelope import ChannelName, namespace_of
+from herald.core.protocol.errors import HeraldError
 from herald.core.protocol.session import SessionLimits
 from herald.core.tasks import TaskSet
 
@@ -35,12 +36,13 @@ __all__ = ["NodeRuntime", "RUNTIME", "Refusal"]
 log = structlog.get_logger("herald.node")
 
 
-class Refusal(Exception):
+class Refusal(HeraldError):
     """A connection refused by a limit: `close_code` for WebSocket, `status` for HTTP."""
 
     def __init__(self, reason: str, close_code: CloseCode, status: int, message: str) -> None:
         super().__init__(message)
         self.reason, self.close_code, self.status = reason, close_code, status
+        self.code = status
 
 
 class NodeRuntime:

@@ -254,16 +254,22 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
             rt.refused(refusal)
             await ws.close(code=int(refusal.close_code), message=str(refusal).encode())
             return ws
+        except HeraldError as exc:  # the engine is unreachable: the upgrade is done, so close 1011
+            await ws.close(code=int(CloseCode.INTERNAL_ERROR), message=exc.slug.encode())
+            return ws
         counted = True
         rt.ws[client_id] = conn
         rt.per_ip[ip] += 1
         rt.metrics.accepted.labels("ws").inc()
         rt.metrics.connections.labels("ws").inc()
-        if principal is not None:
-            await conn.open()
-        conn.flush()
-        log.info("ws.connected", client=client_id, user=session.user or None, codec=session.codec.name)
-        await _receive_loop(rt, ws, conn, session)
+        try:
+            if principal is not None:
+                await conn.open()
+            conn.flush()
+            log.info("ws.connected", client=client_id, user=session.user or None, codec=session.codec.name)
+            await _receive_loop(rt, ws, conn, session)
+        except HeraldError as exc:  # engine unavailable while registering: the client retries
+            session.close(CloseCode.INTERNAL_ERROR, exc.slug)
         if session.close_code is not None and not ws.closed:
             # closed by the server from inside the loop (auth failure, limit): send the code now,
             # before aiohttp finishes the response with a plain 1000
@@ -314,10 +320,11 @@ async def _receive_loop(rt: NodeRuntime, ws: web.WebSocketResponse, conn: WsConn
 async def _first_message_auth(rt: NodeRuntime, conn: WsConnection, session: Session) -> None:
     try:
         await rt.acquire_user(session.principal.user, session.client_id)
-    except Refusal as refusal:
-        rt.refused(refusal)
+    except HeraldError as exc:  # Refusal or engine unavailable: nothing was counted
+        if isinstance(exc, Refusal):
+            rt.refused(exc)
         session.principal = None
-        session.close(refusal.close_code, str(refusal))
+        session.close(getattr(exc, "close_code", CloseCode.INTERNAL_ERROR), str(exc))
         return
     session.authenticated()
     await conn.open()

@@ -70,31 +70,36 @@ class RedisEngine(Engine):
         self.scripts: list[Scripts] = []
         self._tasks = TaskSet()
         self._nodes: dict[str, DeliverFn] = {}
+        self._node_tasks: dict[str, list[asyncio.Task[None]]] = {}
         # what this process registered, re-asserted periodically so a crash lets it expire
         self._presence: dict[tuple[str, str], PresenceEntry] = {}
         self._users: dict[tuple[str, str], None] = {}
 
     # --- plumbing -----------------------------------------------------------------------------
-    def _client(self, url: str, **kw: Any) -> aioredis.Redis:
-        return aioredis.from_url(
-            url, decode_responses=False, socket_connect_timeout=2.0, health_check_interval=15,
+    def _client(self, url: str, max_connections: int, **kw: Any) -> aioredis.Redis:
+        """A client whose pool is bounded: under a connect storm, commands queue for one of
+        `max_connections` connections instead of opening one socket each."""
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, timeout=10, decode_responses=False,
+            socket_connect_timeout=2.0, health_check_interval=15,
             retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
             retry_on_error=[RedisConnectionError, RedisTimeoutError], **kw)
+        return aioredis.Redis(connection_pool=pool)
 
     async def start(self) -> None:
         if self.shards:
             return
         for url in self.urls:
-            client = self._client(url, socket_timeout=5.0)
+            client = self._client(url, 32, socket_timeout=10.0)
             self.shards.append(client)
-            self.blocking.append(self._client(url))
+            self.blocking.append(self._client(url, 8))
             self.scripts.append(Scripts(client, self._sources))
         self._tasks.spawn(self._refresh_loop(), name="engine.refresh")
 
     async def close(self) -> None:
         await self._tasks.cancel_all()
         for client in (*self.shards, *self.blocking):
-            await client.aclose()
+            await client.aclose(close_connection_pool=True)
         self.shards, self.blocking, self.scripts = [], [], []
 
     async def healthy(self) -> bool:
@@ -192,11 +197,15 @@ class RedisEngine(Engine):
         # Start after whatever an earlier process with this node id left behind.
         newest = await self._call("attach", client.xrevrange(keys.inbox_key(node), count=1))
         start = newest[0][0] if newest else b"0-0"
-        self._tasks.spawn(self._inbox_loop(node, deliver, start), name=f"engine.inbox.{node}")
-        self._tasks.spawn(self._alive_loop(node), name=f"engine.alive.{node}")
+        self._node_tasks[node] = [
+            self._tasks.spawn(self._inbox_loop(node, deliver, start), name=f"engine.inbox.{node}"),
+            self._tasks.spawn(self._alive_loop(node), name=f"engine.alive.{node}"),
+        ]
 
     def detach(self, node: str) -> None:
         self._nodes.pop(node, None)
+        for task in self._node_tasks.pop(node, ()):
+            task.cancel()
 
     async def _inbox_loop(self, node: str, deliver: DeliverFn, start: bytes) -> None:
         """Read this node's inbox with one blocking XREAD; survive Redis outages, resume from the
