@@ -55,6 +55,7 @@ class _Shard:
     owned: dict[int, Registry] = field(default_factory=dict)
     recover: set[int] = field(default_factory=set)
     next_sync: float = 0.0
+    trim_at: dict[int, float] = field(default_factory=dict)
 
 
 class Router:
@@ -234,9 +235,12 @@ class Router:
             self.metrics.batches.inc(len(out))
         if acks:
             pipe = engine.shards[shard.index].pipeline(transaction=False)
+            now = time.monotonic()
             for p, ids in acks.items():
                 pipe.xack(keys.log_key(p), keys.GROUP, *ids)
-                pipe.xtrim(keys.log_key(p), minid=ids[-1], approximate=True)
+                if now >= shard.trim_at.get(p, 0.0):  # trimming is housekeeping: once a second
+                    shard.trim_at[p] = now + 1.0
+                    pipe.xtrim(keys.log_key(p), minid=ids[-1], approximate=True)
             await pipe.execute()
         for kind, n in kinds.items():
             self.metrics.entries.labels(kind.decode()).inc(n)

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from herald.core.hashing import partition_of, shard_of_partition
+from herald.router.ownership import desired_partitions
 from tests.conftest import seconds
 from tests.e2e.server import HeraldProcess, start_herald
 from tests.redis_server import RedisServer, start_redis
@@ -225,19 +226,22 @@ class Cluster:
         return out
 
     def fully_owned(self, routers: Sequence[Member] | None = None) -> bool:
-        """Every partition owned by exactly one of `routers` (default: the live ones)."""
+        """Ownership settled: each of `routers` (default: the live ones) owns exactly the partitions
+        rendezvous hashing gives it among them — so every partition has exactly one owner."""
+        routers = list(routers if routers is not None else self.live_routers)
         own = self.ownership(routers)
         if own is None:
             return False
-        flat = [p for ps in own.values() for p in ps]
-        return sorted(flat) == list(range(self.partitions))
+        ids = [r.id for r in routers]
+        return all(sorted(own[i]) == sorted(desired_partitions(i, ids, self.partitions)) for i in ids)
 
     def wait_partitions_owned_sync(self, timeout: float = 10.0, routers: Sequence[Member] | None = None) -> float:
+        """Wait until ownership is settled among `routers` (see `fully_owned`); returns the seconds."""
         started = time.monotonic()
         deadline = started + seconds(timeout)
         while not self.fully_owned(routers):
             if time.monotonic() > deadline:
-                raise AssertionError(f"partitions not fully owned after {timeout}s: {self.ownership(routers)}")
+                raise AssertionError(f"partition ownership not settled after {timeout}s: {self.ownership(routers)}")
             time.sleep(0.05)
         return time.monotonic() - started
 

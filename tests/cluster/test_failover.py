@@ -12,7 +12,6 @@ from .checker import (
     ResumingClient,
     check_no_loss,
     eventually,
-    eventually_async,
     running,
     steady_load,
     wait_delivered,
@@ -115,11 +114,8 @@ async def test_router_added_and_removed_under_load_keeps_order(cluster: Cluster)
             await eventually(lambda: pub.count >= 150 or load.done(), 10, "the load to get going")
             third = await cluster.add_router_async()
 
-            async def third_owns_its_share() -> bool:
-                own = await asyncio.to_thread(cluster.ownership)
-                return bool(own and own.get(third.id)) and await asyncio.to_thread(cluster.fully_owned)
-
-            await eventually_async(third_owns_its_share, 10, "the new router to take its partitions")
+            await cluster.wait_partitions_owned(timeout=10, routers=[first, second, third])
+            assert cluster.ownership([third])[third.id], "the new router got no partition"
             assert not load.done(), "the load ended before the scale-in: make it longer"
             code = await cluster.terminate_async(first)
             assert code == 0, first.proc.output()[-2000:]

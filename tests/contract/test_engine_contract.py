@@ -229,3 +229,15 @@ async def test_register_then_read_history_never_loses_a_concurrent_publish(eut: 
         seen += [p.offset for p in live if offset_key(p.offset) > last]
         assert seen == [p.offset for p in published[1:]]
         e.detach(f"race{r}")
+
+
+async def test_presence_and_user_counts_survive_a_refresh_and_expire_without_one(eut: EngineUnderTest) -> None:
+    """Entries a process registered are re-asserted by its refresh; they are what keeps them alive."""
+    e = eut.engine
+    await e.presence_add("room:refresh", PresenceEntry("c1", "u1", "n1"))
+    assert await e.user_acquire("u1", "c1", 1)
+    refresh = getattr(e, "_refresh", None)
+    if refresh is not None:  # RedisEngine: one pipelined pass must keep everything in place
+        await refresh()
+    assert [p.client for p in await e.presence("room:refresh")] == ["c1"]
+    assert not await e.user_acquire("u1", "c2", 1)

@@ -303,16 +303,35 @@ class RedisEngine(Engine):
 
     async def _refresh_loop(self) -> None:
         """Re-assert this process's presence entries and connection counts (they expire after
-        PRESENCE_TTL without it, which is how a crashed node's entries disappear)."""
+        PRESENCE_TTL without it, which is how a crashed node's entries disappear), in pipelined
+        batches per shard."""
         while True:
             await asyncio.sleep(self._presence_ttl / 3)
             try:
-                for (channel, _), entry in list(self._presence.items()):
-                    await self._presence_write(channel, entry)
-                for user, client in list(self._users):
-                    await self._user_write(user, client, 1 << 30)
+                await self._refresh()
             except EngineUnavailable:
                 log.warning("engine.refresh.failed")
+
+    async def _refresh(self, batch: int = 500) -> None:
+        now = int(time.time() * 1000)
+        expiry = now + int(self._presence_ttl * 1000)
+        calls: list[tuple[int, Any, list[str], list[Any]]] = []
+        for (channel, _), e in list(self._presence.items()):
+            s, ks = self._presence_keys(channel)
+            packed = msgpack.packb([e.client, e.user, e.node, e.status, e.info])
+            calls.append((s, self.scripts[s].presence_add, ks, [e.client, packed, expiry,
+                                                                 int(self._presence_ttl * 2000)]))
+        for user, client in list(self._users):
+            _, s, key = self._user_key(user)
+            calls.append((s, self.scripts[s].user_acquire, [key], [client, 1 << 30, now, expiry]))
+        for start in range(0, len(calls), batch):
+            pipes: dict[int, Any] = {}
+            for s, script, ks, args in calls[start:start + batch]:
+                pipe = pipes.get(s)
+                if pipe is None:
+                    pipe = pipes[s] = self.shards[s].pipeline(transaction=False)
+                await script(keys=ks, args=args, client=pipe)  # buffers the call in the pipeline
+            await self._call("refresh", asyncio.gather(*(p.execute() for p in pipes.values())))
 
     async def info(self) -> dict[str, Any]:
         now = int(time.time() * 1000)
