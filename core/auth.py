@@ -21,6 +21,8 @@ from .protocol.errors import ConfigError, Unauthorized
 
 __all__ = ["Principal", "Authenticator", "PatternSet"]
 
+_CACHE_SIZE = 50_000  # verified tokens remembered (a token is ~300 bytes)
+
 
 class PatternSet:
     """Glob patterns from a token claim (`room:*`), compiled once into one regex."""
@@ -68,6 +70,7 @@ class Authenticator:
         self._config = config
         self._leeway = leeway
         self._keys: dict[str | None, Any] = {}
+        self._verified: dict[str, tuple[Principal, float | None]] = {}
         if config.algorithm == "HS256":
             if not config.secret:
                 raise ConfigError("jwt: HS256 needs --jwt-secret")
@@ -99,7 +102,25 @@ class Authenticator:
         raise Unauthorized("unknown key id")
 
     def verify(self, token: str, now: float) -> Principal:
-        """Decode and check `token` at time `now`; raise Unauthorized with a safe message."""
+        """Decode and check `token` at time `now`; raise Unauthorized with a safe message.
+
+        A verified token is remembered (bounded): a reconnect storm presents the same tokens
+        again, and only the time-dependent checks need repeating for them."""
+        cached = self._verified.get(token)
+        if cached is not None:
+            principal, nbf = cached
+            if principal.exp + self._leeway <= now:
+                raise Unauthorized("token expired")
+            if nbf is not None and nbf - self._leeway > now:
+                raise Unauthorized("token not yet valid")
+            return principal
+        principal, nbf = self._verify(token, now)
+        if len(self._verified) >= _CACHE_SIZE:
+            del self._verified[next(iter(self._verified))]
+        self._verified[token] = (principal, nbf)
+        return principal
+
+    def _verify(self, token: str, now: float) -> tuple[Principal, float | None]:
         if not token or len(token) > 8192:
             raise Unauthorized("missing or oversized token")
         cfg = self._config
@@ -135,4 +156,5 @@ class Authenticator:
         info = claims.get("info")
         if info is not None and not isinstance(info, dict):
             raise Unauthorized("claim 'info' must be an object")
-        return Principal(sub, float(exp), _patterns(claims, "channels"), _patterns(claims, "publish"), info)
+        principal = Principal(sub, float(exp), _patterns(claims, "channels"), _patterns(claims, "publish"), info)
+        return principal, float(nbf) if isinstance(nbf, (int, float)) else None

@@ -112,7 +112,7 @@ class Router:
                 pass
 
     async def _live_routers(self) -> list[str]:
-        since = int(time.time() * 1000) - max(3000, self.lease_ms // 2)
+        since = int(time.time() * 1000) - self.lease_ms  # heartbeats come every lease/5 at most
         members = await self.engine.shards[0].zrangebyscore(keys.MEMBERS_KEY, since, "+inf")
         return [m.decode()[7:] for m in members if m.startswith(b"router:")]
 
@@ -131,16 +131,19 @@ class Router:
                 shard.owned.pop(p, None)
                 continue
             if p not in shard.owned:
-                try:
-                    await client.xgroup_create(keys.log_key(p), keys.GROUP, id="0", mkstream=True)
-                except ResponseError as exc:
-                    if "BUSYGROUP" not in str(exc):
-                        raise
+                await self._ensure_group(shard.index, p)
                 shard.owned[p] = Registry.from_snapshot(await client.hgetall(keys.subs_key(p)))
                 shard.recover.add(p)
                 self.metrics.acquired.inc()
                 log.info("router.partition.acquired", router=self.id, partition=p, shard=shard.index)
         self.metrics.partitions.set(len(self.owned()))
+
+    async def _ensure_group(self, shard_index: int, p: int) -> None:
+        try:
+            await self.engine.shards[shard_index].xgroup_create(keys.log_key(p), keys.GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
 
     async def _release(self, shard: _Shard, p: int) -> None:
         shard.owned.pop(p, None)
@@ -169,11 +172,25 @@ class Router:
                 if reply:
                     await self._forward(shard, reply)
                 delay = 0.05
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                # The shard restarted without its data: the logs and their group are gone.
+                log.warning("router.group.missing", router=self.id, shard=shard.index)
+                for p in list(shard.owned):
+                    await self._ensure_group(shard.index, p)
+                shard.recover.update(shard.owned)
             except REDIS_ERRORS as exc:
                 self.metrics.errors.inc()
                 log.warning("router.redis.unreachable", router=self.id, shard=shard.index, error=type(exc).__name__)
                 shard.recover.update(shard.owned)  # read-but-unacked entries are re-processed first
                 shard.next_sync = 0.0
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+            except Exception:  # never let one bad batch end the shard's loop: log, back off, retry
+                self.metrics.errors.inc()
+                log.exception("router.shard.failed", router=self.id, shard=shard.index)
+                shard.recover.update(shard.owned)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
 

@@ -245,7 +245,10 @@ export class HeraldClient {
     if (st.offset) msg.since = { offset: st.offset, epoch: st.epoch };
     const waiters = st.waiters.splice(0);
     const reply = this._request(msg);
-    reply.then((r) => waiters.forEach((w) => w.resolve(r)), (e) => waiters.forEach((w) => w.reject(e)));
+    reply.then((r) => waiters.forEach((w) => w.resolve(r)), (e) => {
+      st.resuming = false;
+      waiters.forEach((w) => w.reject(e));
+    });
     return reply;
   }
 
@@ -265,6 +268,11 @@ export class HeraldClient {
   _accept(m) {
     const st = this.channels.get(m.channel);
     if (!st || m.offset == null) return true;
+    // While a resubscribe with `since` is in flight (the personal channel is live from the
+    // moment we connect), drop early messages: the server sends everything after `since` again,
+    // in order, right after its `subscribed` reply. Accepting them now would advance the offset
+    // past the missed ones and make them look like duplicates.
+    if (st.resuming) return false;
     const sameEpoch = m.epoch == null || m.epoch === st.epoch; // a new epoch restarts the sequence
     if (st.offset && sameEpoch && compareOffsets(m.offset, st.offset) <= 0) return false;
     st.offset = m.offset;

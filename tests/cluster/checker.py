@@ -52,6 +52,7 @@ def offset_key(offset: str) -> tuple[int, int]:
 
 async def eventually(cond: Callable[[], bool], timeout: float, what: str, interval: float = 0.02) -> float:
     """Poll `cond` until true; return the seconds it took. AssertionError after `timeout` (scaled)."""
+    __tracebackhide__ = True
     started = time.monotonic()
     try:
         async with asyncio.timeout(seconds(timeout)):
@@ -564,16 +565,20 @@ def caught_up(published: dict[str, list[Pub]], client: ResumingClient) -> bool:
 
 async def wait_delivered(published: dict[str, list[Pub]], clients: Sequence[ResumingClient],
                          timeout: float = 15.0) -> None:
-    """Wait until every client caught up with `published` (then run `check_no_loss` for the verdict)."""
+    """Wait until every client caught up with `published` (then run `check_no_loss` for the verdict).
+    On timeout, the checker's account of what is missing is raised instead of a bare timeout."""
+    __tracebackhide__ = True
     try:
         await eventually(lambda: all(caught_up(published, c) or c.failure is not None for c in clients),
                          timeout, "every client to catch up")
+        return
     except AssertionError:
-        behind = [c for c in clients if not caught_up(published, c)]
-        # The checker explains what is missing much better than a timeout does.
-        for c in behind:
-            check_no_loss(published, c)
-        raise AssertionError(f"clients behind but nothing missing? {[c.summary() for c in behind]}") from None
+        pass
+    behind = [c for c in clients if not caught_up(published, c)]
+    for c in behind:
+        check_no_loss(published, c)
+    raise AssertionError(f"clients behind after {seconds(timeout):.0f}s but nothing missing? "
+                         f"{[c.summary() for c in behind]}")
 
 
 def check_no_loss(published: dict[str, list[Pub]], client: ResumingClient, *,
@@ -584,6 +589,7 @@ def check_no_loss(published: dict[str, list[Pub]], client: ResumingClient, *,
     `published[channel]` lists the acknowledged publishes (any order; ordered here by offset).
     `unacked[channel]` lists data whose publish failed: receiving those is allowed, not required.
     Returns a summary (messages, duplicates, early, recovered_false, reconnects) for reporting."""
+    __tracebackhide__ = True
     problems: list[str] = []
     total = dups = early = 0
     resets: dict[str, int] = {}

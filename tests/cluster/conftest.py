@@ -32,7 +32,7 @@ LEASE_SECONDS = 1.5
 
 def _get_json(url: str, timeout: float = 2.0) -> tuple[int, Any]:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
+        with urllib.request.urlopen(url, timeout=seconds(timeout)) as resp:
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as err:
         try:
@@ -201,6 +201,12 @@ class Cluster:
     def shard_of(self, channel: str) -> int:
         return shard_of_partition(partition_of(channel, self.partitions), self.n_shards)
 
+    def partition_of(self, channel: str) -> int:
+        return partition_of(channel, self.partitions)
+
+    def shard_of_partition(self, p: int) -> int:
+        return shard_of_partition(p, self.n_shards)
+
     def channels_on_shard(self, shard: int, prefix: str, count: int) -> list[str]:
         out = []
         for i in range(10_000):
@@ -210,6 +216,20 @@ class Cluster:
                 if len(out) == count:
                     return out
         raise AssertionError(f"fewer than {count} channels {prefix}* on shard {shard}")
+
+    def channels_of_router(self, router: Member, prefix: str, count: int, shard: int | None = None) -> list[str]:
+        """Channels whose partition `router` owns once ownership is settled among the live routers
+        (optionally only on `shard`)."""
+        mine = desired_partitions(router.id, [r.id for r in self.live_routers], self.partitions)
+        out = []
+        for i in range(10_000):
+            name = f"{prefix}{i}"
+            p = self.partition_of(name)
+            if p in mine and (shard is None or self.shard_of_partition(p) == shard):
+                out.append(name)
+                if len(out) == count:
+                    return out
+        raise AssertionError(f"fewer than {count} channels {prefix}* owned by {router.id} on shard {shard}")
 
     def users_on_shard(self, shard: int, prefix: str, count: int) -> list[str]:
         return [c[len("user:"):] for c in self.channels_on_shard(shard, f"user:{prefix}", count)]

@@ -109,7 +109,7 @@ async def test_router_added_and_removed_under_load_keeps_order(cluster: Cluster)
     first, second = cluster.routers
     clients = _clients(cluster)
     async with running(clients), Publisher([m.http for m in cluster.nodes]) as pub:
-        load = asyncio.create_task(steady_load(pub, CHANNELS, rate=RATE, duration=5.0))
+        load = asyncio.create_task(steady_load(pub, CHANNELS, rate=RATE, duration=6.0))
         try:
             await eventually(lambda: pub.count >= 150 or load.done(), 10, "the load to get going")
             third = await cluster.add_router_async()

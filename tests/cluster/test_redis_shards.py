@@ -133,3 +133,31 @@ async def test_redis_outage_publish_returns_503_and_clients_stay_connected(clust
     assert all(r["reconnects"] == 0 for r in reports), reports
     assert all(c.sessions[0].close_code is None or c.sessions[0].close_code == 1000 for c in clients)
     assert cluster.task_failures() == []
+
+
+async def test_shard_data_loss_then_router_failover_still_reaches_connected_clients(cluster: Cluster) -> None:
+    """A shard restarted without persistence also lost which nodes subscribe to its channels (the
+    registry snapshot and the subscription records of its logs). When, after that, its partitions
+    move to another router (the owner is killed), connected clients must still receive every new
+    message — or be told (reconnect and recovered:false) — never be silently cut off."""
+    down = 1
+    owner, survivor = cluster.routers
+    channels = cluster.channels_of_router(owner, "room:registry-", 3, shard=down)
+    urls = [m.ws for m in cluster.nodes]
+    clients = [ResumingClient(urls, f"reg{i}", channels, start=i) for i in range(4)]
+    members = [*cluster.routers, *cluster.nodes]
+    async with running(clients), Publisher([m.http for m in cluster.nodes]) as pub:
+        await _batch(pub, channels, "before", 3)
+        await wait_delivered(pub.snapshot(), clients)
+
+        await asyncio.to_thread(cluster.kill_shard, down)
+        await asyncio.to_thread(cluster.start_shard, down)
+        await cluster.wait_ready(members, timeout=15)
+        await asyncio.to_thread(cluster.kill, owner)  # its partitions move to the survivor
+        await cluster.wait_partitions_owned(timeout=15, routers=[survivor])
+
+        await _batch(pub, channels, "after", 5)
+        published = pub.snapshot()
+        await wait_delivered(published, clients, timeout=10)
+        for c in clients:
+            check_no_loss(published, c)

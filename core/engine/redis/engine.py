@@ -74,6 +74,8 @@ class RedisEngine(Engine):
         # what this process registered, re-asserted periodically so a crash lets it expire
         self._presence: dict[tuple[str, str], PresenceEntry] = {}
         self._users: dict[tuple[str, str], None] = {}
+        self._subscriptions: dict[tuple[str, str], None] = {}  # (node, channel) registered here
+        self._incarnations: dict[int, bytes] = {}
 
     # --- plumbing -----------------------------------------------------------------------------
     def _client(self, url: str, max_connections: int, **kw: Any) -> aioredis.Redis:
@@ -95,6 +97,7 @@ class RedisEngine(Engine):
             self.blocking.append(self._client(url, 8))
             self.scripts.append(Scripts(client, self._sources))
         self._tasks.spawn(self._refresh_loop(), name="engine.refresh")
+        self._tasks.spawn(self._incarnation_loop(), name="engine.incarnation")
 
     async def close(self) -> None:
         await self._tasks.cancel_all()
@@ -179,6 +182,10 @@ class RedisEngine(Engine):
 
     # --- subscriptions ------------------------------------------------------------------------
     async def _set_subscription(self, node: str, channel: ChannelName, on: bool) -> None:
+        if on:
+            self._subscriptions[(node, channel)] = None
+        else:
+            self._subscriptions.pop((node, channel), None)
         p = self.partition(channel)
         s = self.shard_index(p)
         await self._call("subscribe", self.scripts[s].subscription_set(
@@ -311,6 +318,31 @@ class RedisEngine(Engine):
                 await self._refresh()
             except EngineUnavailable:
                 log.warning("engine.refresh.failed")
+
+    async def _incarnation_loop(self, period: float = 1.0) -> None:
+        """Notice a shard that restarted without its data (its marker changed or vanished) and
+        re-register everything this process had there: subscriptions at once (routers would
+        otherwise forward nothing to our nodes), then presence and connection counts."""
+        while True:
+            for i, client in enumerate(self.shards):
+                try:
+                    previous = await client.set(keys.INCARNATION_KEY, secrets.token_hex(8), nx=True, get=True)
+                    current = previous if previous is not None else await client.get(keys.INCARNATION_KEY)
+                except REDIS_ERRORS:
+                    continue
+                known = self._incarnations.get(i)
+                self._incarnations[i] = current
+                if known is None or known == current:
+                    continue
+                log.warning("engine.shard.data_lost", shard=i)
+                try:
+                    for node, channel in list(self._subscriptions):
+                        if self.shard_index(self.partition(channel)) == i:
+                            await self._set_subscription(node, channel, True)  # type: ignore[arg-type]
+                    await self._refresh()
+                except EngineUnavailable:
+                    self._incarnations.pop(i, None)  # try again next round
+            await asyncio.sleep(period)
 
     async def _refresh(self, batch: int = 500) -> None:
         now = int(time.time() * 1000)

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 __all__ = [
     "hist_key", "log_key", "epoch_key", "subs_key", "idem_key", "presence_key", "presence_exp_key",
-    "users_key", "lease_key", "inbox_key", "alive_key", "MEMBERS_KEY", "GROUP",
+    "users_key", "lease_key", "inbox_key", "alive_key", "MEMBERS_KEY", "INCARNATION_KEY", "GROUP",
 ]
 
 #: Consumer group of the routers on every partition log.
 GROUP = "routers"
 #: Zset of cluster members (role:id → last heartbeat ms), on shard 0.
 MEMBERS_KEY = "members"
+#: A random marker set once per shard: when it changes, the shard lost its data.
+INCARNATION_KEY = "incarnation"
 
 
 def hist_key(p: int, channel: str) -> str:
