@@ -27,6 +27,7 @@ from .envelope import (
     Command,
     History,
     Ping,
+    Position,
     Presence,
     Publication,
     Publish,
@@ -100,6 +101,24 @@ class Subscription:
             return False
         self.last = pub.key
         return True
+
+    def finish_recovery(self, result: Any, since: Position | None) -> tuple[list[Publication], int, bool]:
+        """History was read (a HistoryResult): leave the recovering state. Returns what to send now
+        — the missed messages, then the live ones buffered meanwhile, each offset once and in
+        order — how many of them came from history, and whether the gap since `since` was filled."""
+        pending, self.pending = self.pending or [], None
+        recovered = since is not None and result.recovered and since.epoch == result.epoch
+        if recovered:
+            missed = [m for m in result.messages if m.key > self.last]
+        else:  # nothing to recover (or it cannot be): start at the channel's latest offset
+            self.last, missed = offset_key(result.offset), []
+        self.epoch = result.epoch
+        send = []
+        for pub in (*missed, *pending):
+            if pub.epoch == self.epoch and pub.key > self.last:
+                self.last = pub.key
+                send.append(pub)
+        return send, len(missed), recovered
 
 
 class Session:
@@ -273,13 +292,7 @@ class Session:
         sub = self.subs.get(cmd.channel)
         if sub is None or sub.pending is None:
             return  # unsubscribed while history was read
-        pending, sub.pending = sub.pending, None
-        recovered = cmd.since is not None and result.recovered and cmd.since.epoch == result.epoch
-        if not recovered:
-            sub.last, missed = offset_key(result.offset), []
-        else:
-            missed = [m for m in result.messages if m.key > sub.last]
-        sub.epoch = result.epoch
+        send, missed, recovered = sub.finish_recovery(result, cmd.since)
         self._reply(
             cmd.id,
             {
@@ -288,14 +301,11 @@ class Session:
                 "epoch": result.epoch,
                 "offset": result.offset,
                 "recovered": recovered,
-                "missed": len(missed),
+                "missed": missed,
             },
         )
-        for pub in (*missed, *pending):
-            if pub.epoch == sub.epoch and pub.key > sub.last:
-                sub.last = pub.key
-                self._frames.append(self.codec.encode(pub.envelope()))
-                self.msgs_out += 1
+        self._frames.extend(self.codec.encode(pub.envelope()) for pub in send)
+        self.msgs_out += len(send)
 
     def cancel_subscribe(self, cmd: Subscribe, exc: HeraldError, was_new: bool) -> None:
         if was_new:

@@ -15,7 +15,7 @@ import re
 from typing import Any
 
 from .codec import JSON
-from .envelope import Position, Publication, offset_key
+from .envelope import Position, Publication
 from .errors import ProtocolError
 from .session import Subscription
 
@@ -86,21 +86,11 @@ class SseStream:
 
     def complete(self, channel: str, result: Any, since: Position | None) -> tuple[list[bytes], bool]:
         """History read for `channel`: the events to send (missed, then buffered) and whether
-        the gap was filled (False → the caller sends a `recovery` event)."""
+        the stream is whole (False → the caller sends a `recovery` event)."""
         sub = self.subs[channel]
-        pending, sub.pending = sub.pending or [], None
-        recovered = since is None or (result.recovered and since.epoch == result.epoch)
-        if since is None or not recovered:
-            sub.last, missed = offset_key(result.offset), []
-        else:
-            missed = [m for m in result.messages if m.key > sub.last]
-        sub.epoch = result.epoch
-        self._advance(sub, result.offset if since is None or not recovered else since.offset)
-        events = []
-        for pub in (*missed, *[p for p in pending if p.epoch == sub.epoch]):
-            if pub.key > sub.last:
-                events.append(self.render(sub, pub, None))
-        return events, recovered
+        send, _, recovered = sub.finish_recovery(result, since)
+        self._advance(sub, since.offset if recovered and since is not None else result.offset)
+        return [self.render(sub, pub, None) for pub in send], since is None or recovered
 
     def render(self, sub: Subscription, pub: Publication, tail: bytes | None) -> bytes:
         sub.last = pub.key
