@@ -13,4 +13,9 @@ export HERALD_REDIS="redis://127.0.0.1:$RPORT/0" HERALD_LOG_LEVEL="${HERALD_LOG_
 export HERALD_JWT_SECRET="${HERALD_JWT_SECRET:-bench-secret}" HERALD_API_KEY="${HERALD_API_KEY:-bench-key}"
 herald router --host 127.0.0.1 --port $((PORT + 1)) &
 herald node --host 127.0.0.1 --port "$PORT" &
-wait -n
+if [ -n "${HERALD_BENCH_STATS:-}" ]; then  # keep the latest INFO commandstats/stats for the notes
+  ( while sleep 1; do redis-cli -p "$RPORT" info commandstats > "$HERALD_BENCH_STATS.tmp" 2>/dev/null &&
+      redis-cli -p "$RPORT" info stats >> "$HERALD_BENCH_STATS.tmp" && mv "$HERALD_BENCH_STATS.tmp" "$HERALD_BENCH_STATS"; done ) &
+  STATS=$!
+fi
+wait -n $(jobs -p | grep -v "^${STATS:-none}$")

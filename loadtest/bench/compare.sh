@@ -1,18 +1,24 @@
 #!/usr/bin/env bash
 # Herald next to its peers, in one run, with ../shared/bench (see its README; run its setup.sh once).
-# Usage: loadtest/bench/compare.sh [TAG]   — results under $BENCH_HOME/results, summary printed at the end.
-set -euo pipefail
+# Usage: loadtest/bench/compare.sh [TAG]   — results under $BENCH_HOME/results, summary at the end.
+# Single node: herald dev vs aiohttp-raw and nchan; cluster path (loadtest/bench/cluster.sh: Redis +
+# router + node, all on the server CPU) vs nchan-redis. Redis command counts go to $BENCH_HOME.
+set -uo pipefail
 HERE="$(cd "$(dirname "$0")/../.." && pwd)"
 BENCH="${BENCH_DIR:-$HERE/../shared/bench}"
 export BENCH_HOME="${BENCH_HOME:-$HOME/.cache/herald-bench}"
 TAG="${1:-cmp$(date +%H%M)}"
-export HERALD_CMD="${HERALD_CMD:-exec herald dev --host 127.0.0.1 --port 18084 --log-level warning}"
+DEV="exec herald dev --host 127.0.0.1 --port 18084 --log-level warning"
 run() { "$BENCH/run.sh" "$@" --tag "$TAG" || echo "step failed: $*" >&2; }
 
-run herald A --n-list 5000,19000
-run aiohttp-raw A --n-list 5000,19000
-run nchan A --n-list 5000,19000
-for sys in herald aiohttp-raw nchan; do run "$sys" B --rates 5,10,15,20 --duration 6; done
-for sys in herald aiohttp-raw nchan; do run "$sys" C --rates 5,10,15 --duration 6; done
-for sys in herald aiohttp-raw nchan; do run "$sys" D --rates 2000,5000,8000,12500,15000 --duration 6; done
+HERALD_CMD="$DEV" run herald A --n-list 5000,19000
+for sys in herald aiohttp-raw nchan; do HERALD_CMD="$DEV" run "$sys" B --rates 5,10,15,20 --duration 6; done
+for sys in herald aiohttp-raw nchan; do HERALD_CMD="$DEV" run "$sys" C --rates 5,10,15 --duration 6; done
+for sys in herald aiohttp-raw nchan; do HERALD_CMD="$DEV" run "$sys" D --rates 8000,10000,12500,15000 --duration 6; done
+export HERALD_BENCH_STATS="$BENCH_HOME/results/cluster_${TAG}_D.stats"
+HERALD_CMD="exec $HERE/loadtest/bench/cluster.sh" run herald D --rates 1000,2000,3000,4000 --duration 6
+export HERALD_BENCH_STATS="$BENCH_HOME/results/cluster_${TAG}_B.stats"
+HERALD_CMD="exec $HERE/loadtest/bench/cluster.sh" run herald B --rates 5,10,15 --duration 6
+unset HERALD_BENCH_STATS
+run nchan-redis D --rates 2000,4000,7500 --duration 6
 "$BENCH_HOME/venv/bin/python" "$BENCH/harness/summarize.py" --tag "$TAG"
