@@ -60,12 +60,14 @@ class _Shard:
 
 class Router:
     def __init__(self, engine: RedisEngine, router_id: str | None = None, *, lease_seconds: float = 5.0,
-                 batch: int = 1000, block_ms: int = 100, metrics: RouterMetrics | None = None) -> None:
+                 batch: int = 1000, block_ms: int = 100, linger: float = 0.002,
+                 metrics: RouterMetrics | None = None) -> None:
         self.engine = engine
         self.id = router_id or f"router-{secrets.token_hex(4)}"
         self.lease_ms = int(lease_seconds * 1000)
         self.batch = batch
         self.block_ms = block_ms
+        self.linger = linger
         self.metrics = metrics or RouterMetrics()
         self._tasks = TaskSet()
         self._shards = [_Shard(i) for i in range(len(engine.urls))]
@@ -171,6 +173,10 @@ class Router:
                 reply = await client.xreadgroup(keys.GROUP, self.id, streams, count=self.batch, block=self.block_ms)
                 if reply:
                     await self._forward(shard, reply)
+                    if sum(len(entries) for _, entries in reply) < 32:
+                        # a trickle: let a few more entries gather so each read and append
+                        # round trip carries more than one (costs at most `linger` latency)
+                        await asyncio.sleep(self.linger)
                 delay = 0.05
             except ResponseError as exc:
                 if "NOGROUP" not in str(exc):
@@ -209,6 +215,20 @@ class Router:
             if cursor in (b"0-0", "0-0") or not entries:
                 return
 
+    @staticmethod
+    def _queue_inboxes(pipe: Any, out: dict[str, list[list[Any]]]) -> None:
+        for node, items in out.items():
+            pipe.xadd(keys.inbox_key(node), {"b": pack_batch(items)}, maxlen=INBOX_CAP, approximate=True)
+
+    @staticmethod
+    def _queue_acks(pipe: Any, shard: _Shard, acks: dict[int, list[bytes]]) -> None:
+        now = time.monotonic()
+        for p, ids in acks.items():
+            pipe.xack(keys.log_key(p), keys.GROUP, *ids)
+            if now >= shard.trim_at.get(p, 0.0):  # trimming is housekeeping: once a second
+                shard.trim_at[p] = now + 1.0
+                pipe.xtrim(keys.log_key(p), minid=ids[-1], approximate=True)
+
     async def _forward(self, shard: _Shard, reply: Any) -> None:
         out: dict[str, list[list[Any]]] = defaultdict(list)
         acks: dict[int, list[bytes]] = {}
@@ -239,25 +259,30 @@ class Router:
                         out[node].append(["x", user, int(f[b"code"])])
             acks[p] = [e[0] for e in entries]
         engine = self.engine
+        own = engine.shards[shard.index]
+        if out and all(engine.node_shard(node) == shard.index for node in out):
+            # Every inbox is on this partition's shard: one MULTI/EXEC appends and acknowledges
+            # together (one round trip, and never an ack without its append).
+            pipe = own.pipeline(transaction=True)
+            self._queue_inboxes(pipe, out)
+            self._queue_acks(pipe, shard, acks)
+            await pipe.execute()
+        else:
+            if out:
+                pipes: dict[int, Any] = {}
+                for node, items in out.items():
+                    s = engine.node_shard(node)
+                    pipe = pipes.get(s)
+                    if pipe is None:
+                        pipe = pipes[s] = engine.shards[s].pipeline(transaction=False)
+                    self._queue_inboxes(pipe, {node: items})
+                await asyncio.gather(*(pipe.execute() for pipe in pipes.values()))
+            if acks:
+                pipe = own.pipeline(transaction=False)
+                self._queue_acks(pipe, shard, acks)
+                await pipe.execute()
         if out:
-            pipes: dict[int, Any] = {}
-            for node, items in out.items():
-                s = engine.node_shard(node)
-                pipe = pipes.get(s)
-                if pipe is None:
-                    pipe = pipes[s] = engine.shards[s].pipeline(transaction=False)
-                pipe.xadd(keys.inbox_key(node), {"b": pack_batch(items)}, maxlen=INBOX_CAP, approximate=True)
-            await asyncio.gather(*(pipe.execute() for pipe in pipes.values()))
             self.metrics.forwarded.inc(sum(len(v) for v in out.values()))
             self.metrics.batches.inc(len(out))
-        if acks:
-            pipe = engine.shards[shard.index].pipeline(transaction=False)
-            now = time.monotonic()
-            for p, ids in acks.items():
-                pipe.xack(keys.log_key(p), keys.GROUP, *ids)
-                if now >= shard.trim_at.get(p, 0.0):  # trimming is housekeeping: once a second
-                    shard.trim_at[p] = now + 1.0
-                    pipe.xtrim(keys.log_key(p), minid=ids[-1], approximate=True)
-            await pipe.execute()
         for kind, n in kinds.items():
             self.metrics.entries.labels(kind.decode()).inc(n)
