@@ -61,12 +61,16 @@ def comment(text: str) -> bytes:
 class SseStream:
     """The channels of one SSE response and its cursor."""
 
-    __slots__ = ("subs", "_parts", "_tags", "msgs_out")
+    __slots__ = ("subs", "_parts", "_tags", "_prefix", "_prefix_for", "msgs_out")
 
     def __init__(self) -> None:
         self.subs: dict[str, Subscription] = {}
         self._parts: dict[str, bytes] = {}
         self._tags: dict[str, bytes] = {}  # channel -> b"<tag>." computed once
+        # b"id: " + the cursor parts of every channel but `_prefix_for`: while one channel is
+        # the busy one (a broadcast), each event only appends that channel's new part
+        self._prefix = b""
+        self._prefix_for: str | None = None
         self.msgs_out = 0
 
     def start(self, channel: str, since: Position | None) -> Subscription:
@@ -79,6 +83,8 @@ class SseStream:
         return sub
 
     def _advance(self, sub: Subscription, offset: str) -> None:
+        if sub.channel not in self._parts or self._prefix_for != sub.channel:
+            self._prefix_for = None  # another channel's part changes: the cached prefix is stale
         self._parts[sub.channel] = self._tags[sub.channel] + f"{sub.epoch}.{offset}".encode()
 
     def cursor(self) -> bytes:
@@ -93,12 +99,17 @@ class SseStream:
         return [self.render(sub, pub, None) for pub in send], since is None or recovered
 
     def render(self, sub: Subscription, pub: Publication, tail: bytes | None) -> bytes:
+        channel = sub.channel
+        if self._prefix_for != channel:
+            others = [part for ch, part in self._parts.items() if ch != channel]
+            self._prefix = b"id: " + b"~".join(others) + b"~" if others else b"id: "
+            self._prefix_for = channel
         sub.last = pub.key
         self._advance(sub, pub.offset)
         self.msgs_out += 1
         if tail is None:
             tail = event_tail(pub.event, JSON.encode(pub.envelope()))
-        return b"id: " + self.cursor() + b"\n" + tail
+        return b"".join((self._prefix, self._parts[channel], b"\n", tail))
 
     def deliver(self, pub: Publication, tail: bytes) -> bytes | None:
         """Hot path: the bytes of the event for this stream, or None (duplicate / recovering)."""
