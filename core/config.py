@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import secrets
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -147,6 +148,10 @@ class NodeConfig:
     def namespace(self, ns: str) -> NamespaceOptions:
         base = {"history_size": self.history_size, "history_ttl": self.history_ttl}
         return NamespaceOptions(**{**base, **self.namespaces.get(ns, {})})
+
+    def namespace_resolver(self) -> Callable[[str], NamespaceOptions]:
+        """`namespace()` memoised: resolved once per namespace, for hot paths."""
+        return functools.lru_cache(maxsize=4096)(self.namespace)
 
     def effective_node_id(self) -> str:
         return self.node_id or f"node-{secrets.token_hex(4)}"

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import functools
 import gc
 import sys
 import warnings
@@ -52,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _engine(config: NodeConfig) -> Engine:
-    options = functools.lru_cache(maxsize=4096)(config.namespace)  # resolved once per namespace
+    options = config.namespace_resolver()
     if not config.redis:
         return MemoryEngine(options)
     from herald.core.engine.redis import RedisEngine

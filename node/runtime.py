@@ -16,7 +16,7 @@ import structlog
 from aiohttp import web
 
 from herald.core.auth import Authenticator, Principal
-from herald.core.config import NodeConfig
+from herald.core.config import NamespaceOptions, NodeConfig
 from herald.core.engine.base import Engine, PresenceEntry
 from herald.core.protocol.closecodes import CloseCode
 from herald.core.protocol.envelope import ChannelName, namespace_of
@@ -56,6 +56,7 @@ class NodeRuntime:
         if not config.dev and config.jwt_algorithm == "HS256" and len((config.jwt_secret or "").encode()) < 32:
             log.warning("auth.secret.short", advice="use an HS256 secret of at least 32 bytes")
         self.tasks = TaskSet()
+        self.namespace_options = config.namespace_resolver()
         self.limits = SessionLimits(
             max_subscriptions=config.max_subscriptions,
             client_rate=config.client_rate,
@@ -64,22 +65,17 @@ class NodeRuntime:
             idle_timeout=config.idle_timeout,
             auth_timeout=config.auth_timeout,
             max_reply_size=max(config.max_message_size, 1_048_576),
-            allow_publish=lambda ns: config.namespace(ns).allow_publish,
+            allow_publish=lambda ns: self.namespace_options(ns).allow_publish,
         )
         self.ws: dict[str, WsConnection] = {}
         self.sse: dict[str, SseConnection] = {}
         self.per_ip: Counter[str] = Counter()
         self.draining = False
         self.started = time.time()
-        self._namespaces: dict[str, Any] = {}
 
     # --- helpers ------------------------------------------------------------------------------
-    def namespace(self, channel: str) -> Any:
-        ns = namespace_of(channel)
-        opts = self._namespaces.get(ns)
-        if opts is None:
-            opts = self._namespaces[ns] = self.config.namespace(ns)
-        return opts
+    def namespace(self, channel: str) -> NamespaceOptions:
+        return self.namespace_options(namespace_of(channel))
 
     @property
     def connection_count(self) -> int:

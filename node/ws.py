@@ -31,7 +31,7 @@ from herald.core.protocol.envelope import (
     Who,
     personal_channel,
 )
-from herald.core.protocol.errors import HeraldError, Unauthorized
+from herald.core.protocol.errors import HeraldError, PayloadTooBig, Unauthorized
 from herald.core.protocol.frames import PING_FRAME, ws_frame
 from herald.core.protocol.session import Session, Tick
 
@@ -157,7 +157,7 @@ class WsConnection(Subscriber):
             elif isinstance(cmd, Who):
                 entries = await engine.presence(cmd.channel)
                 if len(entries) > _MAX_WHO:
-                    s.send_error(cmd.id, _TooLarge(f"more than {_MAX_WHO} clients: use /api/presence/<channel>/stats"))
+                    s.send_error(cmd.id, PayloadTooBig(f"more than {_MAX_WHO} clients: use /api/presence/<channel>/stats"))
                 else:
                     s.reply(cmd, {"type": "who", "channel": cmd.channel, "clients": [e.to_wire() for e in entries]})
             elif isinstance(cmd, History):
@@ -208,11 +208,6 @@ class WsConnection(Subscriber):
             await rt.engine.user_release(s.user, s.client_id)
         except HeraldError:
             pass
-
-
-class _TooLarge(HeraldError):
-    code = 413
-    slug = "too_large"
 
 
 async def handle_ws(request: web.Request) -> web.StreamResponse:
