@@ -1,5 +1,5 @@
 """Real Redis servers for tests: testcontainers when a Docker engine answers, else the local
-`redis-server` binary on an ephemeral port (never the shared default port, never fakeredis)."""
+`redis-server` binary on an ephemeral port (never the shared default port, never an in-process fake)."""
 
 from __future__ import annotations
 
