@@ -25,9 +25,18 @@ from typing import Any, Protocol
 
 from ..protocol.envelope import ChannelName, Delivery, Epoch, Offset, Position, Publication
 
-__all__ = ["Engine", "PublishResult", "HistoryResult", "PresenceEntry", "DeliverFn"]
+__all__ = ["Engine", "PublishRequest", "PublishResult", "HistoryResult", "PresenceEntry", "DeliverFn"]
 
 DeliverFn = Callable[[Sequence[Delivery]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class PublishRequest:
+    channel: ChannelName
+    data: Any
+    event: str = "message"
+    sender: str | None = None
+    idempotency_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +102,11 @@ class Engine(Protocol):
 
         A repeated `idempotency_key` within 5 minutes returns the first result and publishes nothing.
         """
+
+    async def publish_batch(self, requests: Sequence[PublishRequest]) -> list[PublishResult | Exception]:
+        """Publish many messages with as few round trips as the engine allows. Each message is
+        atomic on its own (as `publish`); the results come in request order, an exception in place
+        of a message that was not published (EngineUnavailable: it is not half-published)."""
 
     async def history(
         self, channel: ChannelName, *, since: Position | None = None, limit: int | None = None

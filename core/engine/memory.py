@@ -11,7 +11,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +28,7 @@ from ..protocol.envelope import (
     namespace_of,
     personal_channel,
 )
-from .base import DeliverFn, Engine, HistoryResult, PresenceEntry, PublishResult
+from .base import DeliverFn, Engine, HistoryResult, PresenceEntry, PublishRequest, PublishResult
 
 __all__ = ["MemoryEngine"]
 
@@ -147,6 +147,10 @@ class MemoryEngine(Engine):
             self._idempotency[idempotency_key] = (now + self._idempotency_window, result)
         self._deliver_to_subscribers(channel, pub)
         return result
+
+    async def publish_batch(self, requests: Sequence[PublishRequest]) -> list[PublishResult | Exception]:
+        return [await self.publish(r.channel, r.data, event=r.event, sender=r.sender,
+                                   idempotency_key=r.idempotency_key) for r in requests]
 
     def _deliver_to_subscribers(self, channel: str, item: Publication | Signal) -> None:
         for node in self._subscribers.get(channel, ()):

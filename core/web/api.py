@@ -14,9 +14,9 @@ from aiohttp import web
 
 from herald import __version__
 
-from ..engine.base import Engine
+from ..engine.base import Engine, PublishRequest
 from ..protocol.envelope import ChannelName, Position, offset_key, personal_channel, validate_channel
-from ..protocol.errors import ProtocolError, Unauthorized
+from ..protocol.errors import HeraldError, ProtocolError, Unauthorized
 from .http import json_response, read_json
 
 __all__ = ["ApiContext", "API", "add_api_routes"]
@@ -78,6 +78,32 @@ async def publish(request: web.Request) -> web.Response:
     result = await ctx.engine.publish(channel, body["data"], event=_event(body), idempotency_key=key)
     ctx.on_published(1)
     return json_response(result.to_wire())
+
+
+async def publish_batch(request: web.Request) -> web.Response:
+    """Extension: many publications in one request, one pipeline per shard. Each entry is
+    validated and published on its own; the answer lists a result or an error per entry, in order."""
+    ctx = _context(request)
+    body = await _body(request, ctx)
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not 0 < len(messages) <= _MAX_BROADCAST:
+        raise ProtocolError(f"'messages' must be a list of 1-{_MAX_BROADCAST} publications")
+    requests = []
+    for m in messages:
+        if not isinstance(m, dict) or "data" not in m:
+            raise ProtocolError("each message must be an object with 'channel' and 'data'")
+        key = m.get("idempotency_key")
+        if key is not None and (not isinstance(key, str) or not 0 < len(key) <= 256):
+            raise ProtocolError("'idempotency_key' must be a string of 1-256 characters")
+        requests.append(PublishRequest(validate_channel(m.get("channel")), m["data"], _event(m), None, key))
+    results = []
+    for r, res in zip(requests, await ctx.engine.publish_batch(requests), strict=True):
+        if isinstance(res, HeraldError):
+            results.append({"channel": r.channel, "error": {"code": res.slug, "message": str(res)}})
+        else:
+            results.append(res.to_wire())
+    ctx.on_published(sum(1 for r in results if "error" not in r))
+    return json_response({"results": results})
 
 
 async def broadcast(request: web.Request) -> web.Response:
@@ -170,6 +196,7 @@ async def notify(request: web.Request) -> web.Response:
 
 def add_api_routes(app: web.Application) -> None:
     app.router.add_post("/api/publish", publish)
+    app.router.add_post("/api/publish/batch", publish_batch)
     app.router.add_post("/api/broadcast", broadcast)
     app.router.add_get("/api/history/{channel:.+}", history)
     app.router.add_get("/api/presence/{channel:.+}/stats", presence_stats)

@@ -39,6 +39,7 @@ async def main() -> None:
     ap.add_argument("--clients", type=int, default=1000)
     ap.add_argument("--messages", type=int, default=3000, help="per-user messages")
     ap.add_argument("--broadcasts", type=int, default=50)
+    ap.add_argument("--batch", type=int, default=0, help="also measure POST /api/publish/batch with this size")
     a = ap.parse_args()
     shard = start_redis()
     env = {"HERALD_JWT_SECRET": "dev-secret", "HERALD_API_KEY": "dev-key", "HERALD_REDIS": shard.url}
@@ -66,13 +67,13 @@ async def main() -> None:
             readers = [asyncio.ensure_future(reader(ws)) for ws in conns]
             headers = {"Authorization": "apikey dev-key"}
 
-            async def run(label: str, bodies: list[dict], expected: int) -> None:
+            async def run(label: str, bodies: list[dict], expected: int, path: str = "/api/publish") -> None:
                 got["n"] = 0
                 before = commandstats(rc)
                 sem = asyncio.Semaphore(16)
 
                 async def post(body: dict) -> None:
-                    async with sem, http.post(f"{node.http}/api/publish", json=body, headers=headers) as r:
+                    async with sem, http.post(f"{node.http}{path}", json=body, headers=headers) as r:
                         assert r.status == 200, await r.text()
 
                 t = time.monotonic()
@@ -82,7 +83,7 @@ async def main() -> None:
                 d = delta(before, commandstats(rc))
                 d.pop("info", None)
                 total = sum(d.values())
-                print(f"{label}: {len(bodies)} publishes, {got['n']}/{expected} delivered in "
+                print(f"{label}: {len(bodies)} requests, {got['n']}/{expected} delivered in "
                       f"{time.monotonic() - t:.1f}s; Redis commands {total} "
                       f"({total / max(got['n'], 1):.2f} per delivered message, incl. inside Lua); "
                       f"EVALSHA {d.get('evalsha', 0)}, XREADGROUP {d.get('xreadgroup', 0)}, "
@@ -90,6 +91,11 @@ async def main() -> None:
 
             await run("per-user", [{"channel": f"u{i % a.clients}", "data": i} for i in range(a.messages)],
                       a.messages)
+            if a.batch:
+                msgs = [{"channel": f"u{i % a.clients}", "data": i} for i in range(a.messages)]
+                await run(f"per-user, batches of {a.batch}",
+                          [{"messages": msgs[k:k + a.batch]} for k in range(0, len(msgs), a.batch)],
+                          a.messages, "/api/publish/batch")
             await run("broadcast", [{"channel": "bcast", "data": i} for i in range(a.broadcasts)],
                       a.broadcasts * a.clients)
             for r in readers:

@@ -241,3 +241,24 @@ async def test_presence_and_user_counts_survive_a_refresh_and_expire_without_one
         await refresh()
     assert [p.client for p in await e.presence("room:refresh")] == ["c1"]
     assert not await e.user_acquire("u1", "c2", 1)
+
+
+async def test_publish_batch_publishes_each_message_in_order(eut: EngineUnderTest) -> None:
+    """publish_batch: one result per request, in order; offsets increase per channel; the
+    idempotency key works as for publish; subscribers receive them in offset order."""
+    from herald.core.engine.base import PublishRequest
+
+    got = await collector(eut)
+    await eut.engine.subscribe("n1", "room:batch-a")
+    requests = [PublishRequest("room:batch-a" if i % 2 else "room:batch-b", i) for i in range(20)]
+    requests.append(PublishRequest("room:batch-a", "once", idempotency_key="bk"))
+    requests.append(PublishRequest("room:batch-a", "again", idempotency_key="bk"))
+    results = await eut.engine.publish_batch(requests)
+    assert len(results) == 22 and all(not isinstance(r, Exception) for r in results)
+    assert results[-1] == results[-2]
+    a_offsets = [r.offset for q, r in zip(requests, results, strict=True) if q.channel == "room:batch-a"][:-1]
+    assert [offset_key(o) for o in a_offsets] == sorted({offset_key(o) for o in a_offsets})
+    hist = await eut.engine.history("room:batch-a")
+    assert [m.data for m in hist.messages] == [i for i in range(20) if i % 2] + ["once"]
+    await wait_for(lambda: len([p for p in got if isinstance(p, Publication)]) >= 11)
+    assert [p.offset for p in got if isinstance(p, Publication)] == [m.offset for m in hist.messages]

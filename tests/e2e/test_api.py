@@ -131,3 +131,18 @@ async def test_msgpack_subprotocol_round_trip(herald: HeraldProcess) -> None:
         _, body = await api(herald, "POST", "/api/publish", {"channel": "news:mp", "data": {"b": True}})
         msg = msgpack.unpackb(await ws.recv())
         assert (msg["type"], msg["offset"], msg["data"]) == ("message", body["offset"], {"b": True})
+
+
+async def test_batch_publish_returns_a_result_per_message_in_order(herald: HeraldProcess) -> None:
+    """POST /api/publish/batch (extension): every message published and delivered in order."""
+    client = await WsClient.open(herald.ws, "batcher")
+    await client.request({"type": "subscribe", "channel": "news:batch"})
+    messages = [{"channel": "news:batch", "data": i} for i in range(5)] + [{"channel": "news:other", "data": "x"}]
+    status, body = await api(herald, "POST", "/api/publish/batch", {"messages": messages})
+    assert status == 200 and [r["channel"] for r in body["results"]] == ["news:batch"] * 5 + ["news:other"]
+    got = await client.messages(5, "news:batch")
+    assert [m["data"] for m in got] == [0, 1, 2, 3, 4]
+    assert [m["offset"] for m in got] == [r["offset"] for r in body["results"][:5]]
+    bad, err = await api(herald, "POST", "/api/publish/batch", {"messages": [{"channel": "bad name", "data": 1}]})
+    assert bad == 400 and err["error"]["code"] == "bad_request"
+    await client.close()

@@ -27,7 +27,7 @@ from ...hashing import jump_hash, partition_of, shard_of_partition, stable_hash
 from ...protocol.envelope import ChannelName, Epoch, Offset, Position, namespace_of, offset_key, personal_channel
 from ...protocol.errors import EngineUnavailable
 from ...tasks import TaskSet
-from ..base import DeliverFn, Engine, HistoryResult, PresenceEntry, PublishResult
+from ..base import DeliverFn, Engine, HistoryResult, PresenceEntry, PublishRequest, PublishResult
 from . import keys
 from .codec import pack_payload, unpack_batch, unpack_publication
 from .scripts import Scripts, load_sources
@@ -131,17 +131,49 @@ class RedisEngine(Engine):
         return secrets.token_hex(4)
 
     # --- publishing ---------------------------------------------------------------------------
+    def _publish_call(self, r: PublishRequest) -> tuple[int, list[str], list[Any]]:
+        """(shard, keys, args) of the publish_append script for one message."""
+        p = self.partition(r.channel)
+        opts = self._options(namespace_of(r.channel))
+        ks = [keys.hist_key(p, r.channel), keys.log_key(p), keys.epoch_key(p), keys.idem_key(p, r.idempotency_key or "-")]
+        args = [r.channel, pack_payload(r.event, r.sender, r.data), opts.history_size, int(opts.history_ttl * 1000),
+                self._new_epoch(), "1" if r.idempotency_key else "0", self._idempotency_ms, LOG_CAP]
+        return self.shard_index(p), ks, args
+
     async def publish(self, channel: ChannelName, data: Any, *, event: str = "message", sender: str | None = None,
                       idempotency_key: str | None = None) -> PublishResult:
-        p = self.partition(channel)
-        s = self.shard_index(p)
-        opts = self._options(namespace_of(channel))
-        idem = keys.idem_key(p, idempotency_key or "-")
-        res = await self._call("publish", self.scripts[s].publish_append(
-            keys=[keys.hist_key(p, channel), keys.log_key(p), keys.epoch_key(p), idem],
-            args=[channel, pack_payload(event, sender, data), opts.history_size, int(opts.history_ttl * 1000),
-                  self._new_epoch(), "1" if idempotency_key else "0", self._idempotency_ms, LOG_CAP]))
+        s, ks, args = self._publish_call(PublishRequest(channel, data, event, sender, idempotency_key))
+        res = await self._call("publish", self.scripts[s].publish_append(keys=ks, args=args))
         return PublishResult(channel, Offset(_s(res[0])), Epoch(_s(res[1])))
+
+    async def publish_batch(self, requests: Sequence[PublishRequest]) -> list[PublishResult | Exception]:
+        """One pipeline per shard (one round trip each), every message its own atomic script."""
+        pipes: dict[int, Any] = {}
+        slots: list[tuple[int, int]] = []
+        for r in requests:
+            s, ks, args = self._publish_call(r)
+            pipe = pipes.get(s)
+            if pipe is None:
+                pipe = pipes[s] = self.shards[s].pipeline(transaction=False)
+            await self.scripts[s].publish_append(keys=ks, args=args, client=pipe)  # buffered
+            slots.append((s, len(pipe) - 1))
+
+        async def run(pipe: Any) -> list[Any]:
+            try:
+                return await pipe.execute(raise_on_error=False)
+            except REDIS_ERRORS:
+                return [EngineUnavailable("redis unreachable (publish)")] * len(pipe)
+
+        shard_ids = list(pipes)
+        replies = dict(zip(shard_ids, await asyncio.gather(*(run(pipes[s]) for s in shard_ids)), strict=True))
+        out: list[PublishResult | Exception] = []
+        for r, (s, i) in zip(requests, slots, strict=True):
+            res = replies[s][i]
+            if isinstance(res, Exception):
+                out.append(res if isinstance(res, EngineUnavailable) else EngineUnavailable(f"publish failed: {res}"))
+            else:
+                out.append(PublishResult(r.channel, Offset(_s(res[0])), Epoch(_s(res[1]))))
+        return out
 
     async def signal(self, channel: ChannelName, frame: dict[str, Any]) -> None:
         p = self.partition(channel)
