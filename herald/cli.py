@@ -102,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # exists at startup out of the collector's way.
     gc.collect()
     gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
+    gc.set_threshold(10_000, 20, 20)
     # PyJWT warns on every call with a short HMAC key; Authenticator logs it once instead.
     warnings.filterwarnings("ignore", category=jwt.InsecureKeyLengthWarning)
 
