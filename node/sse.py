@@ -170,7 +170,9 @@ async def handle_events(request: web.Request) -> web.StreamResponse:
         await _send_history(rt, conn, channels, since)
         log.info("sse.connected", client=client_id, user=conn.user, channels=len(channels), resumed=bool(cursor))
         await conn.done
-    except HeraldError as exc:
+    except HeraldError as exc:  # the engine failed while setting the stream up
+        if not resp.prepared:
+            return json_error(exc.code, exc.slug, str(exc))
         conn.write(event_tail("error", orjson.dumps({"type": "error", "code": exc.code, "message": str(exc)})))
     finally:
         await _cleanup(rt, conn)
