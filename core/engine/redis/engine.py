@@ -125,6 +125,13 @@ class RedisEngine(Engine):
         try:
             return await coro
         except REDIS_ERRORS as exc:
+            # After a shard restart every pooled connection to it is dead: drop the idle ones now
+            # so the next request reconnects, instead of failing once per pooled connection.
+            for client in self.shards:
+                try:
+                    await client.connection_pool.disconnect(inuse_connections=False)
+                except REDIS_ERRORS:
+                    pass
             raise EngineUnavailable(f"redis unreachable ({what})") from exc
 
     def _new_epoch(self) -> str:
