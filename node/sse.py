@@ -33,7 +33,7 @@ log = structlog.get_logger("herald.node.sse")
 
 class SseConnection(Subscriber):
     __slots__ = ("rt", "transport", "stream", "principal", "user", "client_id", "ip", "done", "opened_at",
-                 "_closing", "_next_heartbeat", "_limit", "close_reason")
+                 "_closing", "_next_heartbeat", "_limit", "close_reason", "_held")
 
     def __init__(self, rt: NodeRuntime, transport: Any, principal: Principal, client_id: str, ip: str,
                  now: float) -> None:
@@ -48,10 +48,14 @@ class SseConnection(Subscriber):
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.close_reason = "client"
         self._closing = False
+        self._held: list[bytes] | None = []  # events delivered before the headers went out
         self._next_heartbeat = now + rt.config.sse_heartbeat
         self._limit = rt.config.send_buffer
 
     def write(self, data: bytes) -> None:
+        if self._held is not None:
+            self._held.append(data)
+            return
         transport = self.transport
         if self._closing or transport.is_closing():
             return
@@ -59,6 +63,12 @@ class SseConnection(Subscriber):
         if transport.get_write_buffer_size() > self._limit:
             self.rt.metrics.slow.inc()
             self.close(ADVISORY_SLOW)
+
+    def opened(self, first: list[bytes]) -> None:
+        """The headers are out: write `first`, then what was delivered meanwhile, in order."""
+        held, self._held = self._held or [], None
+        for data in (*first, *held):
+            self.write(data)
 
     def deliver(self, pub: Publication, enc: Encoded) -> bool:
         data = self.stream.deliver(pub, enc.sse_tail())
@@ -90,7 +100,9 @@ class SseConnection(Subscriber):
         if self._closing:
             return
         self._closing = True
-        if not self.transport.is_closing():
+        if self._held is not None:  # the headers never went out: nothing to say, just hang up
+            self.transport.close()
+        elif not self.transport.is_closing():
             if advisory is not None:
                 self.close_reason = advisory.reason
                 event = event_tail("reconnect", orjson.dumps(
@@ -158,16 +170,24 @@ async def handle_events(request: web.Request) -> web.StreamResponse:
                                        "X-Accel-Buffering": "no"})
     resp.enable_chunked_encoding()
     try:
-        # Register every channel before the stream opens (a client may publish as soon as it sees
-        # the headers); publications arriving meanwhile wait in each subscription's buffer.
+        # Register every channel and read its history before the stream opens: a client may
+        # publish as soon as it sees the headers, and everything from then on must reach it.
+        # Publications arriving meanwhile wait in each subscription's buffer.
         since = {ch: cursor.get(channel_tag(ch)) for ch in channels}
         rt.hub.add_user(conn)
         for channel in channels:
             conn.stream.start(channel, since[channel])
             await rt.hub.add(channel, conn)
+        events, lost = await _recover(rt, conn, channels, since)
+        first = [b"retry: %d\n: herald %b\n\n" % (rt.config.sse_retry_ms, client_id.encode()), *events]
+        if lost:
+            first.append(b"id: " + conn.stream.cursor() + b"\n" + event_tail(
+                "recovery", orjson.dumps({"type": "recovery", "recovered": False, "channels": lost})))
         await resp.prepare(request)
-        conn.write(b"retry: %d\n: herald %b\n\n" % (rt.config.sse_retry_ms, client_id.encode()))
-        await _send_history(rt, conn, channels, since)
+        conn.opened(first)
+        entry = PresenceEntry(conn.client_id, conn.user, rt.node_id, "online", conn.principal.info)
+        for channel in channels:
+            await rt.presence_join(channel, entry)  # type: ignore[arg-type]
         log.info("sse.connected", client=client_id, user=conn.user, channels=len(channels), resumed=bool(cursor))
         await conn.done
     except HeraldError as exc:  # the engine failed while setting the stream up
@@ -179,21 +199,19 @@ async def handle_events(request: web.Request) -> web.StreamResponse:
     return resp
 
 
-async def _send_history(rt: NodeRuntime, conn: SseConnection, channels: list[str], since: dict) -> None:
-    stream = conn.stream
+async def _recover(rt: NodeRuntime, conn: SseConnection, channels: list[str],
+                   since: dict) -> tuple[list[bytes], list[str]]:
+    """Read every channel's history: the events that fill the gaps, and the channels whose gap
+    cannot be filled (they get a `recovery` event)."""
+    events: list[bytes] = []
     lost = []
-    entry = PresenceEntry(conn.client_id, conn.user, rt.node_id, "online", conn.principal.info)
     for channel in channels:
         result = await rt.engine.history(channel, since=since[channel])  # type: ignore[arg-type]
-        events, recovered = stream.complete(channel, result, since[channel])
-        for event in events:
-            conn.write(event)
+        channel_events, recovered = conn.stream.complete(channel, result, since[channel])
+        events.extend(channel_events)
         if not recovered:
             lost.append(channel)
-        await rt.presence_join(channel, entry)  # type: ignore[arg-type]
-    if lost:
-        conn.write(b"id: " + stream.cursor() + b"\n" + event_tail(
-            "recovery", orjson.dumps({"type": "recovery", "recovered": False, "channels": lost})))
+    return events, lost
 
 
 async def _cleanup(rt: NodeRuntime, conn: SseConnection) -> None:
