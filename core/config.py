@@ -13,7 +13,7 @@ import json
 import os
 import secrets
 import tomllib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -233,6 +233,3 @@ def load_node_config(
             values[name] = _coerce(name, value)
     return NodeConfig(**values)
 
-
-def option_names() -> Sequence[str]:
-    return [n for n, f in _FIELDS.items() if f.metadata.get("cli", True)]

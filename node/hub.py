@@ -86,9 +86,6 @@ class Hub:
         self._users: dict[str, dict[Subscriber, None]] = {}
 
     # --- local registry ---------------------------------------------------------------------
-    def subscribers(self, channel: str) -> int:
-        return len(self._channels.get(channel, ()))
-
     @property
     def channel_count(self) -> int:
         return len(self._channels)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-__all__ = ["CloseCode", "Advisory", "ADVISORY_DRAIN", "ADVISORY_REBALANCE", "ADVISORY_SLOW", "RECONNECTABLE"]
+__all__ = ["CloseCode", "Advisory", "ADVISORY_DRAIN", "ADVISORY_REBALANCE", "ADVISORY_SLOW"]
 
 
 class CloseCode(enum.IntEnum):
@@ -24,17 +24,6 @@ class CloseCode(enum.IntEnum):
     SLOW_CONSUMER = 4008  # send buffer over limit: reconnect and resume
     TOO_MANY_CONNECTIONS = 4029  # per-user limit: do not reconnect at once
 
-
-#: Codes after which a well-behaved client reconnects on its own.
-RECONNECTABLE = frozenset(
-    {
-        CloseCode.GOING_AWAY,
-        CloseCode.INTERNAL_ERROR,
-        CloseCode.SERVICE_RESTART,
-        CloseCode.TRY_AGAIN_LATER,
-        CloseCode.SLOW_CONSUMER,
-    }
-)
 
 
 @dataclass(frozen=True, slots=True)

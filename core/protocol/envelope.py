@@ -34,6 +34,7 @@ __all__ = [
     "Command",
     "parse_command",
     "validate_channel",
+    "validate_event",
     "namespace_of",
     "personal_channel",
     "offset_key",
@@ -226,9 +227,10 @@ def _since(obj: dict[str, Any]) -> Position | None:
     return Position(Offset(offset), Epoch(epoch))  # type: ignore[arg-type]
 
 
-def _event(obj: dict[str, Any]) -> str:
+def validate_event(obj: dict[str, Any]) -> str:
+    """The `event` of a publish request (default "message"); it becomes an SSE `event:` line."""
     event = obj.get("event", "message")
-    if not isinstance(event, str) or not 0 < len(event) <= 64 or not event.isprintable() or "\n" in event:
+    if not isinstance(event, str) or not 0 < len(event) <= 64 or not event.isprintable():
         raise ProtocolError("'event' must be a printable string of 1-64 characters")
     return event
 
@@ -249,7 +251,7 @@ def parse_command(obj: Any) -> Command:
     if kind == "publish":
         if "data" not in obj:
             raise ProtocolError("'data' is required")
-        return Publish(cid, validate_channel(obj.get("channel")), obj["data"], _event(obj))
+        return Publish(cid, validate_channel(obj.get("channel")), obj["data"], validate_event(obj))
     if kind == "chat":
         recipient = _str(obj, "recipientId", max_len=200)
         validate_channel(f"user:{recipient}")

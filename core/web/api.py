@@ -15,7 +15,7 @@ from aiohttp import web
 from herald import __version__
 
 from ..engine.base import Engine, PublishRequest
-from ..protocol.envelope import ChannelName, Position, offset_key, personal_channel, validate_channel
+from ..protocol.envelope import Position, offset_key, personal_channel, validate_channel, validate_event
 from ..protocol.errors import HeraldError, ProtocolError, Unauthorized
 from .http import json_response, read_json
 
@@ -59,11 +59,20 @@ async def _body(request: web.Request, ctx: ApiContext) -> dict[str, Any]:
     return body
 
 
-def _event(body: dict[str, Any]) -> str:
-    event = body.get("event", "message")
-    if not isinstance(event, str) or not 0 < len(event) <= 64 or not event.isprintable():
-        raise ProtocolError("'event' must be a printable string of 1-64 characters")
-    return event
+def _idempotency_key(body: dict[str, Any]) -> str | None:
+    key = body.get("idempotency_key")
+    if key is not None and (not isinstance(key, str) or not 0 < len(key) <= 256):
+        raise ProtocolError("'idempotency_key' must be a string of 1-256 characters")
+    return key
+
+
+def _user(body: dict[str, Any], field: str) -> str:
+    """A user id from the body, usable in its personal channel's name."""
+    user = body.get(field)
+    if not isinstance(user, str) or not user:
+        raise ProtocolError(f"'{field}' must be a non-empty string")
+    validate_channel(personal_channel(user))
+    return user
 
 
 async def publish(request: web.Request) -> web.Response:
@@ -72,10 +81,8 @@ async def publish(request: web.Request) -> web.Response:
     channel = validate_channel(body.get("channel"))
     if "data" not in body:
         raise ProtocolError("'data' is required")
-    key = body.get("idempotency_key")
-    if key is not None and (not isinstance(key, str) or not 0 < len(key) <= 256):
-        raise ProtocolError("'idempotency_key' must be a string of 1-256 characters")
-    result = await ctx.engine.publish(channel, body["data"], event=_event(body), idempotency_key=key)
+    result = await ctx.engine.publish(channel, body["data"], event=validate_event(body),
+                                      idempotency_key=_idempotency_key(body))
     ctx.on_published(1)
     return json_response(result.to_wire())
 
@@ -92,10 +99,8 @@ async def publish_batch(request: web.Request) -> web.Response:
     for m in messages:
         if not isinstance(m, dict) or "data" not in m:
             raise ProtocolError("each message must be an object with 'channel' and 'data'")
-        key = m.get("idempotency_key")
-        if key is not None and (not isinstance(key, str) or not 0 < len(key) <= 256):
-            raise ProtocolError("'idempotency_key' must be a string of 1-256 characters")
-        requests.append(PublishRequest(validate_channel(m.get("channel")), m["data"], _event(m), None, key))
+        requests.append(PublishRequest(validate_channel(m.get("channel")), m["data"], validate_event(m), None,
+                                       _idempotency_key(m)))
     results = []
     for r, res in zip(requests, await ctx.engine.publish_batch(requests), strict=True):
         if isinstance(res, HeraldError):
@@ -115,7 +120,7 @@ async def broadcast(request: web.Request) -> web.Response:
     names = [validate_channel(c) for c in channels]
     if "data" not in body:
         raise ProtocolError("'data' is required")
-    event = _event(body)
+    event = validate_event(body)
     results = []
     for channel in names:
         results.append((await ctx.engine.publish(channel, body["data"], event=event)).to_wire())
@@ -164,10 +169,7 @@ async def presence_stats(request: web.Request) -> web.Response:
 async def disconnect(request: web.Request) -> web.Response:
     ctx = _context(request)
     body = await _body(request, ctx)
-    user = body.get("user")
-    if not isinstance(user, str) or not user:
-        raise ProtocolError("'user' must be a non-empty string")
-    validate_channel(personal_channel(user))
+    user = _user(body, "user")
     code = body.get("code", 4003)
     if type(code) is not int or not (code == 1000 or 3000 <= code <= 4999):
         raise ProtocolError("'code' must be 1000 or 3000-4999")
@@ -183,13 +185,10 @@ async def info(request: web.Request) -> web.Response:
 async def notify(request: web.Request) -> web.Response:
     ctx = _context(request)
     body = await _body(request, ctx)
-    user = body.get("userId")
-    if not isinstance(user, str) or not user:
-        raise ProtocolError("'userId' must be a non-empty string")
+    user = _user(body, "userId")
     if "message" not in body:
         raise ProtocolError("'message' is required")
-    channel: ChannelName = validate_channel(personal_channel(user))
-    await ctx.engine.publish(channel, body["message"], event="notification")
+    await ctx.engine.publish(personal_channel(user), body["message"], event="notification")
     ctx.on_published(1)
     return json_response({"sent": True})
 

@@ -293,13 +293,16 @@ class RedisEngine(Engine):
         p = self.partition(channel)
         return self.shard_index(p), [keys.presence_key(p, channel), keys.presence_exp_key(p, channel)]
 
-    async def _presence_write(self, channel: str, entry: PresenceEntry) -> None:
+    def _presence_call(self, channel: str, entry: PresenceEntry, now_ms: int) -> tuple[int, Any, list[str], list[Any]]:
+        """(shard, script, keys, args) that add or refresh one presence entry."""
         s, ks = self._presence_keys(channel)
-        now = int(time.time() * 1000)
         ttl = int(self._presence_ttl * 1000)
         packed = msgpack.packb([entry.client, entry.user, entry.node, entry.status, entry.info])
-        await self._call("presence", self.scripts[s].presence_add(keys=ks, args=[entry.client, packed, now + ttl,
-                                                                                   ttl * 2]))
+        return s, self.scripts[s].presence_add, ks, [entry.client, packed, now_ms + ttl, ttl * 2]
+
+    async def _presence_write(self, channel: str, entry: PresenceEntry) -> None:
+        _, script, ks, args = self._presence_call(channel, entry, int(time.time() * 1000))
+        await self._call("presence", script(keys=ks, args=args))
 
     async def presence_add(self, channel: ChannelName, entry: PresenceEntry) -> None:
         self._presence[(channel, entry.client)] = entry
@@ -323,15 +326,14 @@ class RedisEngine(Engine):
         p = self.partition(personal_channel(user))
         return p, self.shard_index(p), keys.users_key(p, user)
 
-    async def _user_write(self, user: str, client: str, limit: int) -> bool:
+    def _user_call(self, user: str, client: str, limit: int, now_ms: int) -> tuple[int, Any, list[str], list[Any]]:
+        """(shard, script, keys, args) that count (or keep counting) one connection of `user`."""
         _, s, key = self._user_key(user)
-        now = int(time.time() * 1000)
-        ok = await self._call("users", self.scripts[s].user_acquire(
-            keys=[key], args=[client, limit, now, now + int(self._presence_ttl * 1000)]))
-        return bool(ok)
+        return s, self.scripts[s].user_acquire, [key], [client, limit, now_ms, now_ms + int(self._presence_ttl * 1000)]
 
     async def user_acquire(self, user: str, client: str, limit: int) -> bool:
-        ok = await self._user_write(user, client, limit)
+        _, script, ks, args = self._user_call(user, client, limit, int(time.time() * 1000))
+        ok = bool(await self._call("users", script(keys=ks, args=args)))
         if ok:
             self._users[(user, client)] = None
         return ok
@@ -385,16 +387,8 @@ class RedisEngine(Engine):
 
     async def _refresh(self, batch: int = 500) -> None:
         now = int(time.time() * 1000)
-        expiry = now + int(self._presence_ttl * 1000)
-        calls: list[tuple[int, Any, list[str], list[Any]]] = []
-        for (channel, _), e in list(self._presence.items()):
-            s, ks = self._presence_keys(channel)
-            packed = msgpack.packb([e.client, e.user, e.node, e.status, e.info])
-            calls.append((s, self.scripts[s].presence_add, ks, [e.client, packed, expiry,
-                                                                 int(self._presence_ttl * 2000)]))
-        for user, client in list(self._users):
-            _, s, key = self._user_key(user)
-            calls.append((s, self.scripts[s].user_acquire, [key], [client, 1 << 30, now, expiry]))
+        calls = [self._presence_call(channel, e, now) for (channel, _), e in list(self._presence.items())]
+        calls += [self._user_call(user, client, 1 << 30, now) for user, client in list(self._users)]
         for start in range(0, len(calls), batch):
             pipes: dict[int, Any] = {}
             for s, script, ks, args in calls[start:start + batch]:
