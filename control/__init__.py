@@ -1,2 +1,6 @@
-"""The control plane (membership, drain orchestration, limits, rebalancing, admin API, ops
-dashboard). Its work is tracked as its own issue; nothing is served from here yet."""
+"""The control plane (`herald control`): membership and liveness of nodes, routers and control
+replicas, leader election, crash cleanup, drain orders, connection rebalancing, the admin API
+(CONTRACT §8) and the live ops dashboard.
+
+view.py and rebalance.py are pure (time passed in); service.py does the engine I/O; app.py is the
+HTTP surface; static/ holds the dashboard page."""

@@ -102,7 +102,16 @@ class NodeConfig:
     sse_retry_ms: int = _opt(2000, "the `retry:` an SSE stream starts with")
     sse_max_channels: int = _opt(16, "channels per SSE stream")
     namespaces: dict[str, Any] = _opt({}, "per-namespace options (config file): {ns: {history_size, ...}}")
-    lease_seconds: float = _opt(5.0, "router: partition lease; a dead router's partitions move after it")
+    lease_seconds: float = _opt(5.0, "router: partition lease; a dead router's partitions move after it "
+                                     "(control: the leader lease)")
+    member_timeout: float = _opt(6.0, "control: seconds without a heartbeat before a member is dead and cleaned up")
+    dead_retention: float = _opt(60.0, "control: seconds a dead member stays listed after its cleanup")
+    auto_rebalance: bool = _opt(True, "control: rebalance connections on its own (else only on POST /admin/rebalance)")
+    rebalance_ratio: float = _opt(0.2, "control: rebalance while the busiest node is more than this far above "
+                                       "the mean (0.2 = 20 %)")
+    rebalance_interval: float = _opt(10.0, "control: seconds between rebalancing rounds")
+    rebalance_max: int = _opt(100, "control: connections one node sheds per round at most")
+    rebalance_min_mean: float = _opt(10.0, "control: leave clusters with fewer connections per node than this alone")
     log_level: str = _opt("info", "debug, info, warning or error")
     log_format: str = _opt("json", "json or console")
     dev: bool = field(default=False, metadata={"help": "development mode", "cli": False})
@@ -118,6 +127,10 @@ class NodeConfig:
                      "max_message_size", "send_buffer", "client_burst", "sse_max_channels"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"node: --{name.replace('_', '-')} must be at least 1")
+        if not (self.member_timeout > 0 and self.dead_retention >= 0 and self.rebalance_ratio > 0
+                and self.rebalance_interval > 0 and self.rebalance_max >= 1 and self.rebalance_min_mean >= 0):
+            raise ConfigError("control: --member-timeout, --rebalance-ratio, --rebalance-interval must be > 0, "
+                              "--rebalance-max >= 1, --dead-retention and --rebalance-min-mean >= 0")
         if self.drain_window < 0 or self.ping_interval <= 0 or self.client_rate <= 0:
             raise ConfigError("node: --drain-window must be >= 0, --ping-interval and --client-rate > 0")
         if self.log_format not in ("json", "console"):

@@ -1,10 +1,12 @@
-"""`herald dev | node` — the command line.
+"""`herald dev | node | router | control | loadtest | drain` — the command line.
 
 `herald dev` runs everything in one process on the in-memory engine with development defaults
 (secret `dev-secret`, API key `dev-key`, console logs) and prints its URLs and a demo token.
 `herald node` runs an edge node and `herald router` a router, with production defaults: they refuse
 to start without a JWT key and an API key. With `--redis URL` (repeated per shard) nodes use the
-RedisEngine; `herald dev --redis URL` runs a node and a router in one process.
+RedisEngine; `herald dev --redis URL` runs a node, a router and the control plane in one process.
+`herald control` runs the control plane (admin API, dashboard). `herald loadtest` drives load at
+nodes. `herald drain` asks the node on this host to drain and waits for it (a Kubernetes preStop).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import gc
 import sys
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import jwt
 
@@ -47,6 +50,16 @@ def _parser() -> argparse.ArgumentParser:
     add_node_options(node)
     router = sub.add_parser("router", help="a router: partition logs to node inboxes, server API (needs --redis)")
     add_node_options(router)
+    control = sub.add_parser("control", help="the control plane: membership, drain, rebalancing, admin API, "
+                                             "dashboard (needs --redis)")
+    add_node_options(control)
+    loadtest = sub.add_parser("loadtest", help="drive load at Herald nodes and report loss and latency",
+                              add_help=False)
+    loadtest.add_argument("args", nargs=argparse.REMAINDER)
+    drain = sub.add_parser("drain", help="drain the node at --url and wait until it is empty (preStop hook)")
+    drain.add_argument("--url", default="http://127.0.0.1:8000", help="the node's base URL")
+    drain.add_argument("--api-key", default=None, help="API key (default: $HERALD_API_KEY)")
+    drain.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
     return parser
 
 
@@ -73,6 +86,7 @@ def _print_banner(config: NodeConfig, port: int) -> None:
         f"  publish     curl -X POST {base}/api/publish -H 'Authorization: apikey {config.api_key}' "
         "-d '{\"channel\":\"news:updates\",\"data\":{\"text\":\"hello\"}}'",
         f"  metrics     {base}/metrics",
+        f"  dashboard   {base}/dashboard (API key {config.api_key})",
     ]
     if token:
         lines.append(f"  demo token  {token}")
@@ -83,13 +97,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     command = args.command
     del args.command
+    if command == "loadtest":
+        from herald.loadtest.cli import main as loadtest_main
+
+        return loadtest_main(args.args)
+    if command == "drain":
+        from herald.node.drain import drain_command
+
+        return drain_command(args.url, args.api_key, args.timeout)
     try:
         if command == "dev":
             config = load_node_config(args, defaults={**DEV_DEFAULTS, "dev": True})
-        elif command == "router":
-            config = load_node_config(args, defaults={"port": 8001})
+        elif command in ("router", "control"):
+            config = load_node_config(args, defaults={"port": 8001 if command == "router" else 8002})
             if not config.redis:
-                raise ConfigError("router: at least one --redis URL is required")
+                raise ConfigError(f"{command}: at least one --redis URL is required")
         else:
             config = load_node_config(args)
         engine = _engine(config)
@@ -110,16 +132,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         from herald.router.server import serve_router
 
         main_coro = serve_router(config, engine)  # type: ignore[arg-type]
+    elif command == "control":
+        from herald.control.server import serve_control
+
+        main_coro = serve_control(config, engine)  # type: ignore[arg-type]
     else:
         from herald.node.server import serve_node
 
-        services = []
-        if command == "dev" and config.redis:
-            from herald.router.service import Router
+        services: list[Any] = []
+        control = None
+        if command == "dev":
+            from herald.control.app import control_settings
+            from herald.control.service import Control
 
-            services.append(Router(engine, lease_seconds=config.lease_seconds))  # type: ignore[arg-type]
+            if config.redis:
+                from herald.router.service import Router
+
+                services.append(Router(engine, lease_seconds=config.lease_seconds))  # type: ignore[arg-type]
+            control = Control(engine, control_settings(config))
+            services.append(control)
         on_ready = (lambda port: _print_banner(config, port)) if command == "dev" else None
-        main_coro = serve_node(config, engine, on_ready, services)
+        main_coro = serve_node(config, engine, on_ready, services, control)
     try:
         import uvloop
 

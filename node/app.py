@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Protocol
@@ -16,6 +17,9 @@ from herald.core.engine.base import Engine
 from herald.core.web.api import API, ApiContext, add_api_routes
 from herald.core.web.http import error_middleware, json_error, json_response
 from herald.core.web.ops import add_ops_routes
+from herald.core.protocol.errors import HeraldError, ProtocolError, Unauthorized
+
+from .drain import handle_order, start_drain
 from .runtime import RUNTIME, NodeRuntime
 from .sse import handle_events
 from .ws import handle_ws
@@ -49,6 +53,29 @@ async def demo_token_handler(request: web.Request) -> web.Response:
     return json_response({"token": demo_token(config, user)})
 
 
+async def admin_drain(request: web.Request) -> web.Response:
+    """`POST /admin/drain[?wait=1][&window=S]` (API key): start draining this node; with `wait`,
+    answer when it is empty or its window ended (the Kubernetes preStop hook uses this)."""
+    if not request.app[API].authorized(request):
+        raise Unauthorized("missing or wrong API key (Authorization: apikey <key>)")
+    rt = request.app[RUNTIME]
+    window = None
+    if "window" in request.query:
+        try:
+            window = float(request.query["window"])
+        except ValueError:
+            raise ProtocolError("window: seconds, a number") from None
+        if not 0 <= window <= 3600:
+            raise ProtocolError("window: 0-3600 seconds")
+    connections = rt.connection_count
+    task = start_drain(rt, window)
+    if request.query.get("wait") in ("1", "true"):
+        await asyncio.shield(task)
+        return json_response({"node": rt.node_id, "state": rt.state, "closed": task.result(),
+                              "left": rt.connection_count})
+    return json_response({"node": rt.node_id, "state": rt.state, "connections": connections}, 202)
+
+
 class Service(Protocol):
     """Something that runs beside the node in the same process (the router in `herald dev --redis`)."""
 
@@ -66,23 +93,31 @@ def build_node_app(config: NodeConfig, engine: Engine, services: Sequence[Servic
         on_published=rt.metrics.api_published.inc,
         describe=lambda: {"node": rt.node_id, "connections": rt.connection_count, "draining": rt.draining})
 
+    rt.hub.on_order = lambda order: handle_order(rt, order)
+
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await engine.start()
         for service in services:
             await service.start()
         await engine.attach(rt.node_id, rt.hub.dispatch)
         rt.tasks.spawn(rt.ticker(), name="node.ticker")
+        rt.tasks.spawn(rt.heartbeat_loop(), name="node.heartbeat")
         yield
         await rt.tasks.cancel_all()
+        engine.detach(rt.node_id)
+        try:  # leave the cluster: the control plane need not treat us as crashed
+            await engine.forget_member(rt.member)
+        except HeraldError:
+            pass
         for service in reversed(services):
             await service.stop()
-        engine.detach(rt.node_id)
         await engine.close()
 
     app.cleanup_ctx.append(lifecycle)
     app.router.add_get("/ws", handle_ws)
     app.router.add_get("/events", handle_events)
     add_api_routes(app)
+    app.router.add_post("/admin/drain", admin_drain)
 
     async def readiness() -> tuple[bool, dict[str, Any]]:
         if rt.draining:

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from herald.core.engine.base import Engine
 from herald.core.protocol.codec import JSON, MSGPACK
-from herald.core.protocol.envelope import Delivery, Disconnect, Publication, Signal
+from herald.core.protocol.envelope import Delivery, Disconnect, Order, Publication, Signal
 from herald.core.protocol.frames import ws_frame
 from herald.core.protocol.sse import event_tail
 
@@ -84,6 +84,7 @@ class Hub:
         self._registered: set[str] = set()
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
         self._users: dict[str, dict[Subscriber, None]] = {}
+        self.on_order: Callable[[Order], None] = lambda order: None  # control-plane orders (runtime)
 
     # --- local registry ---------------------------------------------------------------------
     @property
@@ -158,3 +159,5 @@ class Hub:
             elif isinstance(item, Disconnect):
                 for conn in list(self._users.get(item.user, ())):
                     conn.disconnect(item.code)
+            elif isinstance(item, Order):
+                self.on_order(item)

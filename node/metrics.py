@@ -30,6 +30,8 @@ class NodeMetrics:
         self.api_published = loop.counter("herald_api_publications", "Publications accepted through the server API")
         self.draining = Gauge("herald_draining", "1 while the node drains", registry=r)
         self.drains = Counter("herald_drains", "Drains started", registry=r)
+        self.shed = Counter("herald_shed_connections", "Connections closed to rebalance the cluster", registry=r)
+        self.inbox = Gauge("herald_inbox_length", "Deliveries waiting in this node's inbox", registry=r)
         self.channels = Gauge("herald_channels", "Channels with local subscribers", registry=r)
         Gauge("herald_node_info", "Node identity", ["node"], registry=r).labels(node_id).set(1)
 

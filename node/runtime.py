@@ -7,6 +7,8 @@ the same rules; each transport maps a refusal to its own wire form.
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
@@ -15,9 +17,10 @@ from urllib.parse import urlsplit
 import structlog
 from aiohttp import web
 
+from herald import __version__
 from herald.core.auth import Authenticator, Principal
 from herald.core.config import NamespaceOptions, NodeConfig
-from herald.core.engine.base import Engine, PresenceEntry
+from herald.core.engine.base import Engine, PresenceEntry, leave_frame
 from herald.core.protocol.closecodes import CloseCode
 from herald.core.protocol.envelope import ChannelName, namespace_of
 from herald.core.protocol.errors import HeraldError
@@ -71,6 +74,7 @@ class NodeRuntime:
         self.sse: dict[str, SseConnection] = {}
         self.per_ip: Counter[str] = Counter()
         self.draining = False
+        self.drain_task: asyncio.Task[int] | None = None
         self.started = time.time()
 
     # --- helpers ------------------------------------------------------------------------------
@@ -80,6 +84,15 @@ class NodeRuntime:
     @property
     def connection_count(self) -> int:
         return len(self.ws) + len(self.sse)
+
+    def connections(self) -> list[WsConnection | SseConnection]:
+        return [*self.ws.values(), *self.sse.values()]
+
+    @property
+    def state(self) -> str:
+        if not self.draining:
+            return "ready"
+        return "drained" if self.drain_task is not None and self.drain_task.done() else "draining"
 
     def origin_allowed(self, request: web.Request) -> bool:
         origin = request.headers.get("Origin")
@@ -138,8 +151,7 @@ class NodeRuntime:
             return
         await self.engine.presence_remove(channel, entry.client)
         if opts.join_leave:
-            await self.engine.signal(channel, {"type": "leave", "channel": channel, "client": entry.client,
-                                               "user": entry.user})
+            await self.engine.signal(channel, leave_frame(channel, entry))
 
     async def presence_status(self, channels: list[str], entry: PresenceEntry, personal: ChannelName) -> None:
         for channel in channels:
@@ -147,6 +159,37 @@ class NodeRuntime:
                 await self.engine.presence_add(channel, entry)  # type: ignore[arg-type]
                 await self.engine.signal(channel, _status_frame(channel, entry))  # type: ignore[arg-type]
         await self.engine.signal(personal, _status_frame(personal, entry))
+
+    # --- membership ---------------------------------------------------------------------------
+    @property
+    def member(self) -> str:
+        return f"node:{self.node_id}"
+
+    def status(self) -> dict[str, Any]:
+        """What the control plane sees of this node (GET /admin/cluster, the dashboard)."""
+        m, sample = self.metrics, self.metrics.registry.get_sample_value
+        return {
+            "role": "node", "id": self.node_id, "state": self.state, "version": __version__,
+            "started": self.started, "pid": os.getpid(), "host": socket.gethostname(),
+            "connections": {"ws": len(self.ws), "sse": len(self.sse)},
+            "max_connections": self.config.max_connections,
+            "channels": self.hub.channel_count, "inbox": self.engine.backlog(self.node_id),
+            "counters": {
+                "messages_in": sum(sample("herald_messages_in_total", {"transport": t}) or 0 for t in ("ws", "sse")),
+                "messages_out": m.messages_out.value,
+                "published": m.api_published.value,
+            },
+            "latency": {"bounds": list(m.latency.bounds), "counts": list(m.latency.counts)},
+        }
+
+    async def heartbeat_loop(self, period: float = 1.0) -> None:
+        """Tell the cluster this node is alive, with its status, once a `period`."""
+        while True:
+            try:
+                await self.engine.heartbeat(self.member, self.status())
+            except HeraldError:
+                log.warning("node.heartbeat.failed")
+            await asyncio.sleep(period)
 
     # --- periodic work ------------------------------------------------------------------------
     async def ticker(self) -> None:
@@ -159,6 +202,7 @@ class NodeRuntime:
             for sconn in list(self.sse.values()):
                 sconn.tick(now)
             self.metrics.channels.set(self.hub.channel_count)
+            self.metrics.inbox.set(self.engine.backlog(self.node_id))
 
 
 RUNTIME = web.AppKey("herald_node_runtime", NodeRuntime)

@@ -10,8 +10,10 @@ partition's pending entries; nodes drop duplicates by offset.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import secrets
+import socket
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -21,9 +23,11 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from redis.exceptions import ResponseError
 
+from herald import __version__
 from herald.core.engine.redis import keys
 from herald.core.engine.redis.codec import pack_batch
 from herald.core.engine.redis.engine import INBOX_CAP, REDIS_ERRORS, RedisEngine
+from herald.core.protocol.errors import EngineUnavailable
 from herald.core.tasks import TaskSet
 
 from .ownership import desired_partitions
@@ -43,7 +47,8 @@ class RouterMetrics:
         self.forwarded = Counter("herald_router_forwarded", "Items appended to node inboxes", registry=r)
         self.batches = Counter("herald_router_inbox_batches", "Inbox batches appended", registry=r)
         self.errors = Counter("herald_router_errors", "Read/forward failures (Redis unreachable)", registry=r)
-        self.lag = Gauge("herald_router_lag_entries", "Unread entries in the owned partition logs", registry=r)
+        self.lag = Gauge("herald_router_lag_entries", "Unread entries of an owned partition log", ["partition"],
+                         registry=r)
         self.acquired = Counter("herald_router_partition_acquisitions", "Partitions acquired", registry=r)
         self.published = Counter("herald_publications", "Publications accepted through this router's API",
                                  ["source"], registry=r)
@@ -72,6 +77,8 @@ class Router:
         self._tasks = TaskSet()
         self._shards = [_Shard(i) for i in range(len(engine.urls))]
         self._running = False
+        self.lag: dict[int, int] = {}  # owned partition -> unread log entries (refreshed every 2 s)
+        self.started = time.time()
 
     @property
     def member(self) -> str:
@@ -84,6 +91,7 @@ class Router:
         self._running = True
         await self._heartbeat()
         self._tasks.spawn(self._heartbeat_loop(), name="router.heartbeat")
+        self._tasks.spawn(self._lag_loop(), name="router.lag")
         for shard in self._shards:
             self._tasks.spawn(self._shard_loop(shard), name=f"router.shard{shard.index}")
         log.info("router.started", router=self.id, partitions=self.engine.partitions, shards=len(self._shards))
@@ -93,25 +101,67 @@ class Router:
         self._running = False
         await self._tasks.cancel_all()
         try:
-            await self.engine.shards[0].zrem(keys.MEMBERS_KEY, self.member)
+            await self.engine.forget_member(self.member)
             for shard in self._shards:
                 for p in list(shard.owned):
                     await self._release(shard, p)
-        except REDIS_ERRORS:
+        except (EngineUnavailable, *REDIS_ERRORS):
             pass
         log.info("router.stopped", router=self.id)
 
     # --- membership ---------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        """What the control plane sees of this router (GET /admin/cluster, the dashboard)."""
+        sample = self.metrics.registry.get_sample_value
+        return {
+            "role": "router", "id": self.id, "state": "ready" if self._running else "stopping",
+            "version": __version__, "started": self.started, "pid": os.getpid(), "host": socket.gethostname(),
+            "partitions": self.owned(), "lag": sum(self.lag.values()),
+            "lag_by_partition": {str(p): n for p, n in self.lag.items() if n},
+            "counters": {"forwarded": sample("herald_router_forwarded_total") or 0,
+                         "published": sample("herald_publications_total", {"source": "api"}) or 0},
+        }
+
     async def _heartbeat(self) -> None:
-        await self.engine.shards[0].zadd(keys.MEMBERS_KEY, {self.member: int(time.time() * 1000)})
+        await self.engine.heartbeat(self.member, self.status())
 
     async def _heartbeat_loop(self) -> None:
         while True:
             await asyncio.sleep(min(1.0, self.lease_ms / 5000))
             try:
                 await self._heartbeat()
-            except REDIS_ERRORS:
+            except EngineUnavailable:
                 pass
+
+    async def _lag_loop(self, period: float = 2.0) -> None:
+        """Unread entries per owned partition (XINFO GROUPS `lag`, or counted when Redis cannot
+        tell after a trim), for /metrics and the control plane."""
+        while True:
+            await asyncio.sleep(period)
+            lag: dict[int, int] = {}
+            try:
+                for shard in self._shards:
+                    for p in list(shard.owned):
+                        lag[p] = await self._partition_lag(shard.index, p)
+            except REDIS_ERRORS:
+                continue
+            for p in set(self.lag) - set(lag):
+                self.metrics.lag.remove(str(p))
+            for p, n in lag.items():
+                self.metrics.lag.labels(str(p)).set(n)
+            self.lag = lag
+
+    async def _partition_lag(self, shard_index: int, p: int, cap: int = 10_000) -> int:
+        client = self.engine.shards[shard_index]
+        for group in await client.xinfo_groups(keys.log_key(p)):
+            if group["name"] not in (keys.GROUP, keys.GROUP.encode()):
+                continue
+            if group.get("lag") is not None:
+                return int(group["lag"])
+            start = group["last-delivered-id"]
+            start = start.decode() if isinstance(start, bytes) else start
+            return len(await client.xrange(keys.log_key(p), min=f"({start}", count=cap))
+        return 0
 
     async def _live_routers(self) -> list[str]:
         since = int(time.time() * 1000) - self.lease_ms  # heartbeats come every lease/5 at most

@@ -23,9 +23,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..protocol.envelope import ChannelName, Delivery, Epoch, Offset, Position, Publication
+from ..protocol.envelope import ChannelName, Delivery, Epoch, Offset, Order, Position, Publication
 
-__all__ = ["Engine", "PublishRequest", "PublishResult", "HistoryResult", "PresenceEntry", "DeliverFn"]
+__all__ = ["Engine", "PublishRequest", "PublishResult", "HistoryResult", "PresenceEntry", "DeliverFn", "leave_frame"]
 
 DeliverFn = Callable[[Sequence[Delivery]], None]
 
@@ -68,6 +68,11 @@ class PresenceEntry:
 
     def to_wire(self) -> dict[str, Any]:
         return {"client": self.client, "user": self.user, "status": self.status, "info": self.info, "node": self.node}
+
+
+def leave_frame(channel: str, entry: PresenceEntry) -> dict[str, Any]:
+    """The `leave` signal of a namespace with join/leave events (a node's or the control plane's)."""
+    return {"type": "leave", "channel": channel, "client": entry.client, "user": entry.user}
 
 
 class Engine(Protocol):
@@ -139,4 +144,35 @@ class Engine(Protocol):
 
     async def info(self) -> dict[str, Any]:
         """Cluster facts for /api/info: nodes, routers, partitions."""
+
+    # --- membership and control (used by nodes, routers and the control plane) ----------------
+    async def heartbeat(self, member: str, status: dict[str, Any]) -> None:
+        """Record that `member` ("node:<id>", "router:<id>", "control:<id>") is alive, with its
+        status (JSON-able). A node whose state was cleaned up as dead re-registers everything."""
+
+    async def members(self) -> dict[str, tuple[float, dict[str, Any]]]:
+        """Every registered member: member -> (last heartbeat, epoch seconds; its last status)."""
+
+    async def mark_member(self, member: str, status: dict[str, Any]) -> None:
+        """Replace a member's status without refreshing its heartbeat (control marks the dead)."""
+
+    async def forget_member(self, member: str) -> None:
+        """Remove a member from the registry (it left, or it is dead and cleaned up)."""
+
+    async def hold_lease(self, name: str, holder: str, ttl: float) -> bool:
+        """Take or keep the lease `name` for `ttl` seconds; True when `holder` holds it."""
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        """Give up the lease if `holder` holds it."""
+
+    def backlog(self, node: str) -> int:
+        """Deliveries waiting for `node` (its inbox length; 0 when delivery is in-process)."""
+
+    async def order(self, node: str, order: Order) -> None:
+        """Send a control-plane order to `node`; it arrives through its delivery callback."""
+
+    async def cleanup_node(self, node: str) -> dict[str, int]:
+        """Remove what a dead node left behind: its subscription registrations, presence entries
+        (with `leave` signals where the namespace has join/leave), connection counts and inbox.
+        Returns how many of each were removed."""
 

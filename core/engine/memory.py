@@ -22,13 +22,14 @@ from ..protocol.envelope import (
     Disconnect,
     Epoch,
     Offset,
+    Order,
     Position,
     Publication,
     Signal,
     namespace_of,
     personal_channel,
 )
-from .base import DeliverFn, Engine, HistoryResult, PresenceEntry, PublishRequest, PublishResult
+from .base import DeliverFn, Engine, HistoryResult, PresenceEntry, PublishRequest, PublishResult, leave_frame
 
 __all__ = ["MemoryEngine"]
 
@@ -68,6 +69,8 @@ class MemoryEngine(Engine):
         self._presence: dict[str, dict[str, PresenceEntry]] = {}
         self._users: dict[str, set[str]] = {}
         self._sweep_at = 0.0
+        self._members: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._leases: dict[str, tuple[str, float]] = {}
 
     # lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -239,3 +242,50 @@ class MemoryEngine(Engine):
 
     async def info(self) -> dict[str, Any]:
         return {"engine": "memory", "nodes": sorted(self._nodes), "routers": [], "partitions": 1}
+
+    # membership and control ------------------------------------------------------------------
+    async def heartbeat(self, member: str, status: dict[str, Any]) -> None:
+        self._members[member] = (self._clock(), status)
+
+    async def members(self) -> dict[str, tuple[float, dict[str, Any]]]:
+        return dict(self._members)
+
+    async def mark_member(self, member: str, status: dict[str, Any]) -> None:
+        if member in self._members:
+            self._members[member] = (self._members[member][0], status)
+
+    async def forget_member(self, member: str) -> None:
+        self._members.pop(member, None)
+
+    async def hold_lease(self, name: str, holder: str, ttl: float) -> bool:
+        now = self._clock()
+        current = self._leases.get(name)
+        if current is None or current[0] == holder or current[1] < now:
+            self._leases[name] = (holder, now + ttl)
+            return True
+        return False
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        if self._leases.get(name, ("", 0.0))[0] == holder:
+            del self._leases[name]
+
+    def backlog(self, node: str) -> int:
+        return 0
+
+    async def order(self, node: str, order: Order) -> None:
+        deliver = self._nodes.get(node)
+        if deliver is not None:
+            deliver((order,))
+
+    async def cleanup_node(self, node: str) -> dict[str, int]:
+        subscriptions = [c for c, nodes in self._subscribers.items() if node in nodes]
+        for channel in subscriptions:
+            self._unregister(node, channel)
+        presence = 0
+        for channel, entries in list(self._presence.items()):
+            for entry in [e for e in entries.values() if e.node == node]:
+                presence += 1
+                await self.presence_remove(channel, entry.client)  # type: ignore[arg-type]
+                if self._options(namespace_of(channel)).join_leave:
+                    await self.signal(channel, leave_frame(channel, entry))  # type: ignore[arg-type]
+        return {"subscriptions": len(subscriptions), "presence": presence, "connections": 0}

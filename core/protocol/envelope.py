@@ -285,6 +285,14 @@ class Disconnect:
     code: int
 
 
+@dataclass(frozen=True, slots=True)
+class Order:
+    """Internal: an instruction from the control plane to one node (`drain`, `shed`)."""
+
+    action: str
+    args: dict[str, Any]
+
+
 #: What an engine hands to a node for delivery, in order.
-Delivery = Publication | Signal | Disconnect
-__all__ += ["Disconnect", "Delivery"]
+Delivery = Publication | Signal | Disconnect | Order
+__all__ += ["Disconnect", "Order", "Delivery"]

@@ -8,6 +8,7 @@ __all__ = [
     "Unauthorized",
     "Forbidden",
     "NotFound",
+    "Conflict",
     "PayloadTooBig",
     "RateLimited",
     "EngineUnavailable",
@@ -47,6 +48,13 @@ class Forbidden(HeraldError):
 class NotFound(HeraldError):
     code = 404
     slug = "not_found"
+
+
+class Conflict(HeraldError):
+    """The request cannot apply to the target's current state (409): e.g. draining a dead node."""
+
+    code = 409
+    slug = "conflict"
 
 
 class PayloadTooBig(HeraldError):

@@ -19,6 +19,6 @@ def test_every_option_is_in_the_readme_configuration_table() -> None:
 
 def test_readme_commands_are_real_subcommands() -> None:
     subcommands = set(_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
-    for command in ("dev", "node", "router"):
+    for command in ("dev", "node", "router", "control", "loadtest"):
         assert f"herald {command}" in README and command in subcommands
     assert "python -m pytest" in README and "python3 -m pytest" in (Path(__file__).parents[2] / ".ci/run").read_text()

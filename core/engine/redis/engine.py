@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgpack
+import orjson
 import structlog
 from redis import asyncio as aioredis
 from redis.backoff import ExponentialBackoff
@@ -24,10 +25,12 @@ from redis.retry import Retry
 
 from ...config import NamespaceOptions
 from ...hashing import jump_hash, partition_of, shard_of_partition, stable_hash
-from ...protocol.envelope import ChannelName, Epoch, Offset, Position, namespace_of, offset_key, personal_channel
+from ...protocol.envelope import (
+    ChannelName, Delivery, Epoch, Offset, Order, Position, namespace_of, offset_key, personal_channel,
+)
 from ...protocol.errors import EngineUnavailable
 from ...tasks import TaskSet
-from ..base import DeliverFn, Engine, HistoryResult, PresenceEntry, PublishRequest, PublishResult
+from ..base import DeliverFn, Engine, HistoryResult, PresenceEntry, PublishRequest, PublishResult, leave_frame
 from . import keys
 from .codec import pack_payload, unpack_batch, unpack_publication
 from .scripts import Scripts, load_sources
@@ -40,7 +43,8 @@ REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSErro
 LOG_CAP = 1_000_000  # approximate cap of a partition log (routers trim far below it)
 INBOX_CAP = 100_000  # approximate cap of a node inbox, in batches
 PRESENCE_TTL = 60.0  # seconds a presence entry / connection count lives without a refresh
-ALIVE_TTL_MS = 10_000
+ALIVE_TTL_MS = 10_000  # a member without a heartbeat for this long is not listed by info()
+INBOX_HOUSEKEEPING = 2.0  # seconds between trims of a node's inbox to what it has read
 
 
 def _s(value: bytes | str) -> str:
@@ -76,6 +80,8 @@ class RedisEngine(Engine):
         self._users: dict[tuple[str, str], None] = {}
         self._subscriptions: dict[tuple[str, str], None] = {}  # (node, channel) registered here
         self._incarnations: dict[int, bytes] = {}
+        self._inbox_read: dict[str, bytes] = {}  # node -> last inbox entry id read
+        self._backlog: dict[str, int] = {}  # node -> inbox entries not yet trimmed (≈ unread)
 
     # --- plumbing -----------------------------------------------------------------------------
     def _client(self, url: str, max_connections: int, **kw: Any) -> aioredis.Redis:
@@ -242,10 +248,10 @@ class RedisEngine(Engine):
         client = self.shards[self.node_shard(node)]
         # Start after whatever an earlier process with this node id left behind.
         newest = await self._call("attach", client.xrevrange(keys.inbox_key(node), count=1))
-        start = newest[0][0] if newest else b"0-0"
+        self._inbox_read[node] = newest[0][0] if newest else b"0-0"
         self._node_tasks[node] = [
-            self._tasks.spawn(self._inbox_loop(node, deliver, start), name=f"engine.inbox.{node}"),
-            self._tasks.spawn(self._alive_loop(node), name=f"engine.alive.{node}"),
+            self._tasks.spawn(self._inbox_loop(node, deliver), name=f"engine.inbox.{node}"),
+            self._tasks.spawn(self._inbox_housekeeping(node), name=f"engine.inbox-trim.{node}"),
         ]
 
     def detach(self, node: str) -> None:
@@ -253,17 +259,20 @@ class RedisEngine(Engine):
         for task in self._node_tasks.pop(node, ()):
             task.cancel()
 
-    async def _inbox_loop(self, node: str, deliver: DeliverFn, start: bytes) -> None:
+    def backlog(self, node: str) -> int:
+        """Entries in `node`'s inbox not yet trimmed: about what it has still to read."""
+        return self._backlog.get(node, 0)
+
+    async def _inbox_loop(self, node: str, deliver: DeliverFn) -> None:
         """Read this node's inbox with one blocking XREAD; survive Redis outages, resume from the
         last id read (nothing routed meanwhile is skipped while the inbox cap holds)."""
         shard = self.node_shard(node)
         key = keys.inbox_key(node)
-        last = start
         delay = 0.05
         while node in self._nodes:
             client = self.blocking[shard]
             try:
-                reply = await client.xread({key: last}, count=500, block=1000)
+                reply = await client.xread({key: self._inbox_read[node]}, count=500, block=1000)
                 delay = 0.05
             except REDIS_ERRORS as exc:
                 log.warning("engine.inbox.unreachable", node=node, error=type(exc).__name__)
@@ -271,22 +280,33 @@ class RedisEngine(Engine):
                 delay = min(delay * 2, 2.0)
                 continue
             for _stream, entries in reply or ():
-                items = []
+                items: list[Delivery] = []
                 for entry_id, fields in entries:
-                    last = entry_id
-                    items.extend(unpack_batch(fields[b"b"]))
+                    self._inbox_read[node] = entry_id
+                    batch = fields.get(b"b")
+                    if batch is not None:
+                        items.extend(unpack_batch(batch))
+                    elif b"o" in fields:
+                        order = orjson.loads(fields[b"o"])
+                        items.append(Order(str(order["action"]), dict(order.get("args") or {})))
                 if items and node in self._nodes:
                     deliver(items)
 
-    async def _alive_loop(self, node: str) -> None:
-        shard = self.shards[self.node_shard(node)]
+    async def _inbox_housekeeping(self, node: str) -> None:
+        """Trim the inbox to what the node has read (a restarted node starts after the newest entry
+        anyway), so its length is the backlog the control plane shows."""
+        client = self.shards[self.node_shard(node)]
+        key = keys.inbox_key(node)
         while node in self._nodes:
+            await asyncio.sleep(INBOX_HOUSEKEEPING)
             try:
-                await shard.set(keys.alive_key(node), b"1", px=ALIVE_TTL_MS)
-                await self.shards[0].zadd(keys.MEMBERS_KEY, {f"node:{node}": int(time.time() * 1000)})
+                pipe = client.pipeline(transaction=False)
+                pipe.xtrim(key, minid=self._inbox_read[node], approximate=False)
+                pipe.xlen(key)
+                _, length = await pipe.execute()
+                self._backlog[node] = max(0, int(length) - 1)
             except REDIS_ERRORS:
                 pass
-            await asyncio.sleep(ALIVE_TTL_MS / 4000)
 
     # --- presence -----------------------------------------------------------------------------
     def _presence_keys(self, channel: str) -> tuple[int, list[str]]:
@@ -306,15 +326,37 @@ class RedisEngine(Engine):
 
     async def presence_add(self, channel: ChannelName, entry: PresenceEntry) -> None:
         self._presence[(channel, entry.client)] = entry
-        await self._presence_write(channel, entry)
+        await self._call("presence", asyncio.gather(
+            self._presence_write(channel, entry),
+            self._index(entry.node, _presence_ref(channel, entry), add=True)))
 
     async def presence_remove(self, channel: ChannelName, client: str) -> None:
-        self._presence.pop((channel, client), None)
+        entry = self._presence.pop((channel, client), None)
         s, ks = self._presence_keys(channel)
         pipe = self.shards[s].pipeline(transaction=True)
         pipe.hdel(ks[0], client)
         pipe.zrem(ks[1], client)
-        await self._call("presence", pipe.execute())
+        work = [pipe.execute()]
+        if entry is not None:
+            work.append(self._index(entry.node, _presence_ref(channel, entry), add=False))
+        await self._call("presence", asyncio.gather(*work))
+
+    async def _index(self, node: str | None, ref: bytes, *, add: bool) -> None:
+        """Add or remove one entry of `node`'s cleanup index (see keys.node_index_key)."""
+        if node is None:
+            return
+        key = keys.node_index_key(node)
+        pipe = self.shards[self.node_shard(node)].pipeline(transaction=False)
+        if add:
+            pipe.sadd(key, ref)
+            pipe.pexpire(key, int(self._presence_ttl * 2000))
+        else:
+            pipe.srem(key, ref)
+        await pipe.execute()
+
+    def _local_node(self) -> str | None:
+        """The node this process serves (user connections are counted for it)."""
+        return next(iter(self._nodes), None)
 
     async def presence(self, channel: ChannelName) -> list[PresenceEntry]:
         s, ks = self._presence_keys(channel)
@@ -336,12 +378,15 @@ class RedisEngine(Engine):
         ok = bool(await self._call("users", script(keys=ks, args=args)))
         if ok:
             self._users[(user, client)] = None
+            await self._call("users", self._index(self._local_node(), _user_ref(user, client), add=True))
         return ok
 
     async def user_release(self, user: str, client: str) -> None:
         self._users.pop((user, client), None)
         _, s, key = self._user_key(user)
-        await self._call("users", self.shards[s].zrem(key, client))
+        await self._call("users", asyncio.gather(
+            self.shards[s].zrem(key, client),
+            self._index(self._local_node(), _user_ref(user, client), add=False)))
 
     async def disconnect_user(self, user: str, code: int) -> int:
         p, s, key = self._user_key(user)
@@ -377,18 +422,25 @@ class RedisEngine(Engine):
                     continue
                 log.warning("engine.shard.data_lost", shard=i)
                 try:
-                    for node, channel in list(self._subscriptions):
-                        if self.shard_index(self.partition(channel)) == i:
-                            await self._set_subscription(node, channel, True)  # type: ignore[arg-type]
-                    await self._refresh()
+                    await self._reassert(i)
                 except EngineUnavailable:
                     self._incarnations.pop(i, None)  # try again next round
             await asyncio.sleep(period)
+
+    async def _reassert(self, shard: int | None = None) -> None:
+        """Register again everything this process registered (on one shard, or everywhere):
+        subscriptions first (routers forward nothing to our nodes without them), then presence,
+        connection counts and the cleanup index."""
+        for node, channel in list(self._subscriptions):
+            if shard is None or self.shard_index(self.partition(channel)) == shard:
+                await self._set_subscription(node, channel, True)  # type: ignore[arg-type]
+        await self._refresh()
 
     async def _refresh(self, batch: int = 500) -> None:
         now = int(time.time() * 1000)
         calls = [self._presence_call(channel, e, now) for (channel, _), e in list(self._presence.items())]
         calls += [self._user_call(user, client, 1 << 30, now) for user, client in list(self._users)]
+        await self._refresh_index()
         for start in range(0, len(calls), batch):
             pipes: dict[int, Any] = {}
             for s, script, ks, args in calls[start:start + batch]:
@@ -397,6 +449,110 @@ class RedisEngine(Engine):
                     pipe = pipes[s] = self.shards[s].pipeline(transaction=False)
                 await script(keys=ks, args=args, client=pipe)  # buffers the call in the pipeline
             await self._call("refresh", asyncio.gather(*(p.execute() for p in pipes.values())))
+
+    async def _refresh_index(self) -> None:
+        """Re-add every cleanup-index entry of this process and keep the index keys alive."""
+        refs: dict[str, list[bytes]] = {}
+        for (channel, _), entry in list(self._presence.items()):
+            refs.setdefault(entry.node, []).append(_presence_ref(channel, entry))
+        local = self._local_node()
+        if local is not None:
+            refs.setdefault(local, []).extend(_user_ref(user, client) for user, client in list(self._users))
+        for node, members in refs.items():
+            key = keys.node_index_key(node)
+            pipe = self.shards[self.node_shard(node)].pipeline(transaction=False)
+            for start in range(0, len(members), 1000):
+                pipe.sadd(key, *members[start:start + 1000])
+            pipe.pexpire(key, int(self._presence_ttl * 2000))
+            await self._call("refresh", pipe.execute())
+
+    # --- membership and control ---------------------------------------------------------------
+    async def heartbeat(self, member: str, status: dict[str, Any]) -> None:
+        pipe = self.shards[0].pipeline(transaction=False)
+        pipe.hset(keys.MEMBER_STATUS_KEY, member, orjson.dumps(status))
+        pipe.zadd(keys.MEMBERS_KEY, {member: int(time.time() * 1000)})
+        await self._call("heartbeat", pipe.execute())
+        role, _, ident = member.partition(":")
+        if role == "node" and ident in self._nodes:
+            cleaned = await self._call("heartbeat", self.shards[self.node_shard(ident)].getdel(keys.cleaned_key(ident)))
+            if cleaned is not None:
+                log.warning("engine.node.cleaned_while_alive", node=ident)
+                await self._reassert()
+
+    async def members(self) -> dict[str, tuple[float, dict[str, Any]]]:
+        pipe = self.shards[0].pipeline(transaction=False)
+        pipe.zrange(keys.MEMBERS_KEY, 0, -1, withscores=True)
+        pipe.hgetall(keys.MEMBER_STATUS_KEY)
+        seen, statuses = await self._call("members", pipe.execute())
+        out: dict[str, tuple[float, dict[str, Any]]] = {}
+        for member, score in seen:
+            raw = statuses.get(member)
+            out[_s(member)] = (score / 1000.0, orjson.loads(raw) if raw else {})
+        return out
+
+    async def mark_member(self, member: str, status: dict[str, Any]) -> None:
+        await self._call("members", self.shards[0].hset(keys.MEMBER_STATUS_KEY, member, orjson.dumps(status)))
+
+    async def forget_member(self, member: str) -> None:
+        pipe = self.shards[0].pipeline(transaction=True)
+        pipe.zrem(keys.MEMBERS_KEY, member)
+        pipe.hdel(keys.MEMBER_STATUS_KEY, member)
+        await self._call("members", pipe.execute())
+
+    async def hold_lease(self, name: str, holder: str, ttl: float) -> bool:
+        held = await self._call("lease", self.scripts[0].lease_renew(
+            keys=[keys.named_lease_key(name)], args=[holder, int(ttl * 1000)]))
+        return bool(held)
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        await self._call("lease", self.scripts[0].lease_release(keys=[keys.named_lease_key(name)], args=[holder]))
+
+    async def order(self, node: str, order: Order) -> None:
+        client = self.shards[self.node_shard(node)]
+        await self._call("order", client.xadd(keys.inbox_key(node),
+                                              {"o": orjson.dumps({"action": order.action, "args": order.args})},
+                                              maxlen=INBOX_CAP, approximate=True))
+
+    async def cleanup_node(self, node: str) -> dict[str, int]:
+        """Subscriptions are found by scanning each partition's registry (bounded by the number of
+        partitions); presence and connection counts through the node's cleanup index."""
+        return await self._call("cleanup", self._cleanup_node(node))  # type: ignore[no-any-return]
+
+    async def _cleanup_node(self, node: str) -> dict[str, int]:
+        removed = {"subscriptions": 0, "presence": 0, "connections": 0}
+        pattern = "*\n" + _glob_escape(node)
+        for p in range(self.partitions):
+            s = self.shard_index(p)
+            channels = [_s(f).partition("\n")[0]
+                        async for f, _ in self.shards[s].hscan_iter(keys.subs_key(p), match=pattern, count=1000)]
+            for channel in channels:
+                await self._call("cleanup", self.scripts[s].subscription_set(
+                    keys=[keys.subs_key(p), keys.log_key(p)], args=[channel, node, "0", LOG_CAP]))
+            removed["subscriptions"] += len(channels)
+        home = self.shards[self.node_shard(node)]
+        refs = await self._call("cleanup", home.smembers(keys.node_index_key(node)))
+        for ref in refs:
+            kind, *rest = msgpack.unpackb(ref, raw=False)
+            if kind == "p":
+                channel, client, user = rest
+                s, ks = self._presence_keys(channel)
+                pipe = self.shards[s].pipeline(transaction=True)
+                pipe.hdel(ks[0], client)
+                pipe.zrem(ks[1], client)
+                await self._call("cleanup", pipe.execute())
+                if self._options(namespace_of(channel)).join_leave:
+                    await self.signal(channel, leave_frame(channel, PresenceEntry(client, user, node)))
+                removed["presence"] += 1
+            elif kind == "u":
+                user, client = rest
+                _, s, key = self._user_key(user)
+                await self._call("cleanup", self.shards[s].zrem(key, client))
+                removed["connections"] += 1
+        pipe = home.pipeline(transaction=True)
+        pipe.delete(keys.inbox_key(node), keys.node_index_key(node))
+        pipe.set(keys.cleaned_key(node), b"1", ex=3600)
+        await self._call("cleanup", pipe.execute())
+        return removed
 
     async def info(self) -> dict[str, Any]:
         now = int(time.time() * 1000)
@@ -408,3 +564,16 @@ class RedisEngine(Engine):
         return {"engine": "redis", "shards": len(self.urls), "partitions": self.partitions,
                 "nodes": sorted(n[5:] for n in names if n.startswith("node:")),
                 "routers": sorted(n[7:] for n in names if n.startswith("router:"))}
+
+
+def _presence_ref(channel: str, entry: PresenceEntry) -> bytes:
+    return msgpack.packb(["p", channel, entry.client, entry.user])
+
+
+def _user_ref(user: str, client: str) -> bytes:
+    return msgpack.packb(["u", user, client])
+
+
+def _glob_escape(text: str) -> str:
+    """`text` as a literal in a Redis MATCH pattern."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)

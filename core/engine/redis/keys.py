@@ -7,13 +7,16 @@ from __future__ import annotations
 
 __all__ = [
     "hist_key", "log_key", "epoch_key", "subs_key", "idem_key", "presence_key", "presence_exp_key",
-    "users_key", "lease_key", "inbox_key", "alive_key", "MEMBERS_KEY", "INCARNATION_KEY", "GROUP",
+    "users_key", "lease_key", "named_lease_key", "inbox_key", "node_index_key", "cleaned_key", "MEMBERS_KEY",
+    "MEMBER_STATUS_KEY", "INCARNATION_KEY", "GROUP",
 ]
 
 #: Consumer group of the routers on every partition log.
 GROUP = "routers"
 #: Zset of cluster members (role:id → last heartbeat ms), on shard 0.
 MEMBERS_KEY = "members"
+#: Hash of cluster members' last status (role:id → JSON), on shard 0.
+MEMBER_STATUS_KEY = "member-status"
 #: A random marker set once per shard: when it changes, the shard lost its data.
 INCARNATION_KEY = "incarnation"
 
@@ -55,9 +58,22 @@ def lease_key(p: int) -> str:
     return f"lease:{{{p}}}"
 
 
+def named_lease_key(name: str) -> str:
+    """A cluster-wide lease (the control plane's leader), on shard 0."""
+    return f"lease:{name}"
+
+
 def inbox_key(node: str) -> str:
     return f"inbox:{{{node}}}"
 
 
-def alive_key(node: str) -> str:
-    return f"alive:{{{node}}}"
+def node_index_key(node: str) -> str:
+    """Set of what a node registered beyond subscriptions (presence entries, user connections),
+    so the control plane can remove them when the node dies."""
+    return f"nodeidx:{{{node}}}"
+
+
+def cleaned_key(node: str) -> str:
+    """Tombstone left by the control plane after cleaning up `node` as dead: if the node was only
+    paused, it finds this on its next heartbeat and registers everything again."""
+    return f"cleaned:{{{node}}}"
