@@ -1,0 +1,1 @@
+"""Herald's Python client (`herald.client`)."""
