@@ -106,7 +106,7 @@ def start_herald(*args: str, command: str = "dev", env: dict[str, str] | None = 
             raise RuntimeError("herald did not start:\n" + "".join(lines) + (proc.stdout.read() or ""))
         line = proc.stdout.readline()
         lines.append(line)
-        m = re.search(r'"event":"(?:node|router)\.started".*?"port":(\d+)|"port":(\d+).*?"event":"(?:node|router)\.started"', line)
+        m = re.search(r'"event":"(?:node|router|control)\.started".*?"port":(\d+)|"port":(\d+).*?"event":"(?:node|router|control)\.started"', line)
         if m:
             port = int(m.group(1) or m.group(2))
     server = HeraldProcess(proc, port, lines)
