@@ -81,7 +81,7 @@ class Control:
 
     async def start(self) -> None:
         self._tasks.spawn(self._loop(), name="control.loop")
-        log.info("control.started", control=self.id)
+        log.info("control.loop.started", control=self.id)
 
     async def stop(self) -> None:
         await self._tasks.cancel_all()
