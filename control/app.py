@@ -108,8 +108,15 @@ async def dashboard(request: web.Request) -> web.Response:
 
 
 async def session(request: web.Request) -> web.Response:
-    """POST {"key": "<api key>"} → 204 with the session cookie; DELETE → 204, cookie removed."""
+    """GET → {"signed_in": bool} (never 401, so the page can ask quietly); POST {"key": "<api key>"}
+    → 204 with the session cookie; DELETE → 204, cookie removed."""
     auth = request.app[_ADMIN]
+    if request.method == "GET":
+        try:
+            auth.check(request)
+            return json_response({"signed_in": True})
+        except Unauthorized:
+            return json_response({"signed_in": False})
     response = web.Response(status=204)
     if request.method == "DELETE":
         response.del_cookie(_COOKIE, path="/")
@@ -154,6 +161,7 @@ def add_control_routes(app: web.Application, control: Control, api_key: str) -> 
     app.router.add_post("/admin/nodes/{node}/drain", drain_node)
     app.router.add_post("/admin/rebalance", rebalance)
     app.router.add_get("/dashboard", dashboard)
+    app.router.add_get("/dashboard/session", session)
     app.router.add_post("/dashboard/session", session)
     app.router.add_delete("/dashboard/session", session)
     app.router.add_get("/dashboard/events", events)
