@@ -22,10 +22,11 @@ from tests.redis_server import RedisServer, start_redis
 
 
 def namespaces(scale: float) -> Callable[[str], NamespaceOptions]:
-    """"small" keeps 3 messages for 10 s (scaled); "none" keeps nothing."""
+    """"small" keeps 3 messages for 10 s (scaled); "none" keeps nothing; "jl" has join/leave events."""
     table = {
         "small": NamespaceOptions(history_size=3, history_ttl=10.0 * scale),
         "none": NamespaceOptions(history_size=0, history_ttl=10.0 * scale),
+        "jl": NamespaceOptions(join_leave=True),
     }
     return lambda ns: table.get(ns, NamespaceOptions(history_size=100, history_ttl=300.0))
 

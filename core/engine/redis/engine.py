@@ -82,6 +82,7 @@ class RedisEngine(Engine):
         self._incarnations: dict[int, bytes] = {}
         self._inbox_read: dict[str, bytes] = {}  # node -> last inbox entry id read
         self._backlog: dict[str, int] = {}  # node -> inbox entries not yet trimmed (≈ unread)
+        self._index_changes: dict[str, dict[bytes, bool]] = {}  # node -> {ref: added?} to write
 
     # --- plumbing -----------------------------------------------------------------------------
     def _client(self, url: str, max_connections: int, **kw: Any) -> aioredis.Redis:
@@ -104,6 +105,7 @@ class RedisEngine(Engine):
             self.scripts.append(Scripts(client, self._sources))
         self._tasks.spawn(self._refresh_loop(), name="engine.refresh")
         self._tasks.spawn(self._incarnation_loop(), name="engine.incarnation")
+        self._tasks.spawn(self._index_loop(), name="engine.index")
 
     async def close(self) -> None:
         await self._tasks.cancel_all()
@@ -326,9 +328,8 @@ class RedisEngine(Engine):
 
     async def presence_add(self, channel: ChannelName, entry: PresenceEntry) -> None:
         self._presence[(channel, entry.client)] = entry
-        await self._call("presence", asyncio.gather(
-            self._presence_write(channel, entry),
-            self._index(entry.node, _presence_ref(channel, entry), add=True)))
+        self._index(entry.node, _presence_ref(channel, entry), add=True)
+        await self._presence_write(channel, entry)
 
     async def presence_remove(self, channel: ChannelName, client: str) -> None:
         entry = self._presence.pop((channel, client), None)
@@ -336,23 +337,42 @@ class RedisEngine(Engine):
         pipe = self.shards[s].pipeline(transaction=True)
         pipe.hdel(ks[0], client)
         pipe.zrem(ks[1], client)
-        work = [pipe.execute()]
         if entry is not None:
-            work.append(self._index(entry.node, _presence_ref(channel, entry), add=False))
-        await self._call("presence", asyncio.gather(*work))
+            self._index(entry.node, _presence_ref(channel, entry), add=False)
+        await self._call("presence", pipe.execute())
 
-    async def _index(self, node: str | None, ref: bytes, *, add: bool) -> None:
-        """Add or remove one entry of `node`'s cleanup index (see keys.node_index_key)."""
+    def _index(self, node: str | None, ref: bytes, *, add: bool) -> None:
+        """Note one change of `node`'s cleanup index (see keys.node_index_key); changes are written
+        once a second in one pipeline, off the connect path. An entry added just before a crash
+        may miss the index: it then expires with its TTL instead of being removed at once."""
         if node is None:
             return
-        key = keys.node_index_key(node)
-        pipe = self.shards[self.node_shard(node)].pipeline(transaction=False)
-        if add:
-            pipe.sadd(key, ref)
+        changes = self._index_changes.setdefault(node, {})
+        changes[ref] = add
+
+    async def _index_loop(self, period: float = 1.0) -> None:
+        while True:
+            await asyncio.sleep(period)
+            await self.flush_index()
+
+    async def flush_index(self) -> None:
+        """Write the noted cleanup-index changes now (the index loop does it once a second)."""
+        pending, self._index_changes = self._index_changes, {}
+        for node, changes in pending.items():
+            key = keys.node_index_key(node)
+            pipe = self.shards[self.node_shard(node)].pipeline(transaction=False)
+            added = [ref for ref, add in changes.items() if add]
+            removed = [ref for ref, add in changes.items() if not add]
+            for start in range(0, len(added), 1000):
+                pipe.sadd(key, *added[start:start + 1000])
+            for start in range(0, len(removed), 1000):
+                pipe.srem(key, *removed[start:start + 1000])
             pipe.pexpire(key, int(self._presence_ttl * 2000))
-        else:
-            pipe.srem(key, ref)
-        await pipe.execute()
+            try:
+                await pipe.execute()
+            except REDIS_ERRORS:  # put them back (newer changes win) and try again next time
+                for ref, add in changes.items():
+                    self._index_changes.setdefault(node, {}).setdefault(ref, add)
 
     def _local_node(self) -> str | None:
         """The node this process serves (user connections are counted for it)."""
@@ -378,15 +398,14 @@ class RedisEngine(Engine):
         ok = bool(await self._call("users", script(keys=ks, args=args)))
         if ok:
             self._users[(user, client)] = None
-            await self._call("users", self._index(self._local_node(), _user_ref(user, client), add=True))
+            self._index(self._local_node(), _user_ref(user, client), add=True)
         return ok
 
     async def user_release(self, user: str, client: str) -> None:
         self._users.pop((user, client), None)
         _, s, key = self._user_key(user)
-        await self._call("users", asyncio.gather(
-            self.shards[s].zrem(key, client),
-            self._index(self._local_node(), _user_ref(user, client), add=False)))
+        self._index(self._local_node(), _user_ref(user, client), add=False)
+        await self._call("users", self.shards[s].zrem(key, client))
 
     async def disconnect_user(self, user: str, code: int) -> int:
         p, s, key = self._user_key(user)
