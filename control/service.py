@@ -45,8 +45,8 @@ class ControlSettings:
     dead_retention: float = 60.0  # seconds a dead member stays listed after its cleanup
     lease_seconds: float = 5.0  # leader lease; a standby takes over within it
     rebalance_ratio: float = 0.2  # spread bound: busiest ready node at most 20 % above the mean
-    rebalance_interval: float = 10.0  # seconds between rounds
-    rebalance_max: int = 100  # connections one node sheds per round at most
+    rebalance_interval: float = 5.0  # seconds between rounds
+    rebalance_max: int = 250  # connections one node sheds per round at most
     rebalance_min_mean: float = 10.0  # below this many connections per node, nothing moves
     auto_rebalance: bool = True
     tick: float = 1.0

@@ -109,8 +109,8 @@ class NodeConfig:
     auto_rebalance: bool = _opt(True, "control: rebalance connections on its own (else only on POST /admin/rebalance)")
     rebalance_ratio: float = _opt(0.2, "control: rebalance while the busiest node is more than this far above "
                                        "the mean (0.2 = 20 %)")
-    rebalance_interval: float = _opt(10.0, "control: seconds between rebalancing rounds")
-    rebalance_max: int = _opt(100, "control: connections one node sheds per round at most")
+    rebalance_interval: float = _opt(5.0, "control: seconds between rebalancing rounds")
+    rebalance_max: int = _opt(250, "control: connections one node sheds per round at most")
     rebalance_min_mean: float = _opt(10.0, "control: leave clusters with fewer connections per node than this alone")
     log_level: str = _opt("info", "debug, info, warning or error")
     log_format: str = _opt("json", "json or console")
