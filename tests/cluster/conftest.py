@@ -1,4 +1,5 @@
-"""A real multi-process Herald cluster for tests: N redis-server shards, R routers, K nodes.
+"""A real multi-process Herald cluster for tests: N redis-server shards, R routers, K nodes and
+optionally C control-plane replicas.
 
 Every member is a subprocess on 127.0.0.1 (ephemeral ports). Routers run with a short lease
 (`--lease-seconds 1.5`) so failover is quick. The `cluster_factory` fixture stops everything it
@@ -78,19 +79,23 @@ class Member:
 class Cluster:
     def __init__(self, *, shards: int = 2, routers: int = 2, nodes: int = 2, partitions: int = 16,
                  lease_seconds: float = LEASE_SECONDS, node_args: Sequence[str] = (),
-                 router_args: Sequence[str] = (), redis_args: Sequence[str] = (), history_size: int = 1000) -> None:
+                 router_args: Sequence[str] = (), redis_args: Sequence[str] = (), history_size: int = 1000,
+                 controls: int = 0, control_args: Sequence[str] = ()) -> None:
         self.n_shards, self.n_routers, self.n_nodes = shards, routers, nodes
         self.partitions = partitions
         self.lease_seconds = lease_seconds
         self.node_args = ("--drain-window", "1", *node_args)
         self.router_args = ("--lease-seconds", str(lease_seconds), *router_args)
         self.redis_args = tuple(redis_args)
+        self.n_controls = controls
+        self.control_args = tuple(control_args)
         self.history_size = history_size
         self.shards: list[RedisServer] = []
         self.routers: list[Member] = []
         self.nodes: list[Member] = []
+        self.controls: list[Member] = []
         self._all: list[HeraldProcess] = []
-        self._counter = {"router": 0, "node": 0}
+        self._counter = {"router": 0, "node": 0, "control": 0}
         self._lock = threading.Lock()
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -106,13 +111,15 @@ class Cluster:
 
     def start(self) -> Cluster:
         self.shards = [start_redis(*self.redis_args) for _ in range(self.n_shards)]
-        with ThreadPoolExecutor(max_workers=self.n_routers + self.n_nodes) as pool:
+        with ThreadPoolExecutor(max_workers=max(1, self.n_routers + self.n_nodes + self.n_controls)) as pool:
             routers = [pool.submit(self.add_router) for _ in range(self.n_routers)]
             nodes = [pool.submit(self.add_node) for _ in range(self.n_nodes)]
-            for f in (*routers, *nodes):
+            controls = [pool.submit(self.add_control) for _ in range(self.n_controls)]
+            for f in (*routers, *nodes, *controls):
                 f.result()
         self.routers.sort(key=lambda m: m.id)
         self.nodes.sort(key=lambda m: m.id)
+        self.controls.sort(key=lambda m: m.id)
         if self.routers:
             self.wait_partitions_owned_sync(timeout=15)
         return self
@@ -142,6 +149,18 @@ class Cluster:
         member = Member("node", ident, full, self._spawn("node", ident, full))
         self.nodes.append(member)
         return member
+
+    def add_control(self, *args: str, ident: str | None = None) -> Member:
+        """A control-plane replica (`herald control`, admin API on `member.http`), with the
+        cluster's `control_args` then `args`."""
+        ident = ident or self._next_id("control")
+        full = (*self.control_args, *args)
+        member = Member("control", ident, full, self._spawn("control", ident, full))
+        self.controls.append(member)
+        return member
+
+    async def add_control_async(self, *args: str) -> Member:
+        return await asyncio.to_thread(self.add_control, *args)
 
     async def add_router_async(self, *args: str) -> Member:
         return await asyncio.to_thread(self.add_router, *args)
@@ -197,6 +216,10 @@ class Cluster:
     @property
     def live_nodes(self) -> list[Member]:
         return [m for m in self.nodes if m.alive]
+
+    @property
+    def live_controls(self) -> list[Member]:
+        return [m for m in self.controls if m.alive]
 
     def shard_of(self, channel: str) -> int:
         return shard_of_partition(partition_of(channel, self.partitions), self.n_shards)
@@ -299,7 +322,7 @@ class Cluster:
 
     def dump(self) -> None:
         lines = self.problems()
-        print(f"--- cluster members: routers {self.routers}, nodes {self.nodes}, shards "
+        print(f"--- cluster members: routers {self.routers}, nodes {self.nodes}, controls {self.controls}, shards "
               f"{[s.url for s in self.shards]}")
         print(f"--- {len(lines)} warning/error log lines (last 60):")
         for line in lines[-60:]:
