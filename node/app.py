@@ -19,7 +19,7 @@ from herald.core.web.http import error_middleware, json_error, json_response
 from herald.core.web.ops import add_ops_routes
 from herald.core.protocol.errors import HeraldError, ProtocolError, Unauthorized
 
-from .drain import handle_order, start_drain
+from .drain import handle_order, resync, start_drain
 from .runtime import RUNTIME, NodeRuntime
 from .sse import handle_events
 from .ws import handle_ws
@@ -94,6 +94,7 @@ def build_node_app(config: NodeConfig, engine: Engine, services: Sequence[Servic
         describe=lambda: {"node": rt.node_id, "connections": rt.connection_count, "draining": rt.draining})
 
     rt.hub.on_order = lambda order: handle_order(rt, order)
+    rt.on_missed_deliveries = lambda: resync(rt)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await engine.start()

@@ -27,7 +27,7 @@ from herald.core.protocol.envelope import Order
 
 from .runtime import NodeRuntime
 
-__all__ = ["drain", "shed", "start_drain", "handle_order", "drain_command"]
+__all__ = ["drain", "shed", "resync", "start_drain", "handle_order", "drain_command"]
 
 log = structlog.get_logger("herald.node.drain")
 
@@ -83,6 +83,13 @@ def shed(rt: NodeRuntime, count: int, window: float, rng: random.Random | None =
     rt.metrics.shed.inc(len(chosen))
     log.info("node.shed", connections=len(chosen), window=window)
     return len(chosen)
+
+
+def resync(rt: NodeRuntime, window: float = 5.0) -> int:
+    """After deliveries may have been missed (the node was cleaned up as dead while paused), ask
+    every client to reconnect and resume from its own offsets, spread over a few seconds."""
+    log.warning("node.resync", connections=rt.connection_count)
+    return shed(rt, rt.connection_count, min(window, rt.config.drain_window or window))
 
 
 def drain_command(url: str, api_key: str | None, timeout: float | None) -> int:

@@ -11,6 +11,7 @@ import os
 import socket
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -76,6 +77,7 @@ class NodeRuntime:
         self.draining = False
         self.drain_task: asyncio.Task[int] | None = None
         self.started = time.time()
+        self.on_missed_deliveries: Callable[[], None] = lambda: None  # set by the app (node/drain.py)
 
     # --- helpers ------------------------------------------------------------------------------
     def namespace(self, channel: str) -> NamespaceOptions:
@@ -183,10 +185,13 @@ class NodeRuntime:
         }
 
     async def heartbeat_loop(self, period: float = 1.0) -> None:
-        """Tell the cluster this node is alive, with its status, once a `period`."""
+        """Tell the cluster this node is alive, with its status, once a `period`. If the control
+        plane had cleaned this node up as dead (it was paused), deliveries meanwhile were not
+        routed here: every client is asked to reconnect and resume from its own offsets."""
         while True:
             try:
-                await self.engine.heartbeat(self.member, self.status())
+                if await self.engine.heartbeat(self.member, self.status()):
+                    self.on_missed_deliveries()
             except HeraldError:
                 log.warning("node.heartbeat.failed")
             await asyncio.sleep(period)

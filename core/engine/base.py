@@ -146,9 +146,11 @@ class Engine(Protocol):
         """Cluster facts for /api/info: nodes, routers, partitions."""
 
     # --- membership and control (used by nodes, routers and the control plane) ----------------
-    async def heartbeat(self, member: str, status: dict[str, Any]) -> None:
+    async def heartbeat(self, member: str, status: dict[str, Any]) -> bool:
         """Record that `member` ("node:<id>", "router:<id>", "control:<id>") is alive, with its
-        status (JSON-able). A node whose state was cleaned up as dead re-registers everything."""
+        status (JSON-able). Returns True when the member had been cleaned up as dead meanwhile (it
+        was paused, not gone): its registrations are restored, but deliveries routed while it was
+        considered dead did not reach it, so its clients must resume."""
 
     async def members(self) -> dict[str, tuple[float, dict[str, Any]]]:
         """Every registered member: member -> (last heartbeat, epoch seconds; its last status)."""

@@ -244,8 +244,9 @@ class MemoryEngine(Engine):
         return {"engine": "memory", "nodes": sorted(self._nodes), "routers": [], "partitions": 1}
 
     # membership and control ------------------------------------------------------------------
-    async def heartbeat(self, member: str, status: dict[str, Any]) -> None:
+    async def heartbeat(self, member: str, status: dict[str, Any]) -> bool:
         self._members[member] = (self._clock(), status)
+        return False  # one process: a paused node is a paused engine
 
     async def members(self) -> dict[str, tuple[float, dict[str, Any]]]:
         return dict(self._members)

@@ -486,7 +486,7 @@ class RedisEngine(Engine):
             await self._call("refresh", pipe.execute())
 
     # --- membership and control ---------------------------------------------------------------
-    async def heartbeat(self, member: str, status: dict[str, Any]) -> None:
+    async def heartbeat(self, member: str, status: dict[str, Any]) -> bool:
         pipe = self.shards[0].pipeline(transaction=False)
         pipe.hset(keys.MEMBER_STATUS_KEY, member, orjson.dumps(status))
         pipe.zadd(keys.MEMBERS_KEY, {member: int(time.time() * 1000)})
@@ -497,6 +497,8 @@ class RedisEngine(Engine):
             if cleaned is not None:
                 log.warning("engine.node.cleaned_while_alive", node=ident)
                 await self._reassert()
+                return True
+        return False
 
     async def members(self) -> dict[str, tuple[float, dict[str, Any]]]:
         pipe = self.shards[0].pipeline(transaction=False)
