@@ -27,8 +27,8 @@ scenarios:
                    via POST /api/publish or (--direct-via notify) POST /notify
   chat             client i sends to client i+1 over its own WebSocket (`chat`); SSE clients cannot
                    send, so their messages go through the server API as event `chat`
-  reconnect-storm  fanout, and --storms times the first --storm-size clients drop at once and
-                   resume (WS: subscribe with since; SSE: Last-Event-ID)
+  reconnect-storm  fanout (or direct: --storm-traffic), and --storms times the first --storm-size
+                   clients drop at once and resume (WS: subscribe with since; SSE: Last-Event-ID)
   drain            fanout over several --url nodes while they are drained one after the other
                    (POST <url>/admin/drain, or SIGTERM to --drain-pid); clients move and resume
 
@@ -81,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--storm-downtime", type=float, default=0.0, help="seconds dropped clients stay away")
     s.add_argument("--storm-via", choices=("client", "api"), default="client",
                    help="client: cut the sockets; api: POST /api/disconnect with code 4008")
+    s.add_argument("--storm-traffic", choices=("fanout", "direct"), default="fanout",
+                   help="reconnect-storm: publish to the fan-out channel, or to personal channels as direct does")
     s.add_argument("--drain-pid", type=int, action="append", dest="drain_pids", default=[], metavar="PID",
                    help="drain: SIGTERM this PID instead of POST /admin/drain (repeatable, in --url order)")
     s.add_argument("--drain-count", type=int, default=0,
@@ -110,6 +112,7 @@ def config_from_args(args: argparse.Namespace) -> LoadConfig:
         "connect_concurrency": args.connect_concurrency, "connect_timeout": args.connect_timeout,
         "max_reconnects": args.max_reconnects, "seed": args.seed, "storms": args.storms,
         "storm_size": args.storm_size, "storm_downtime": args.storm_downtime, "storm_via": args.storm_via,
+        "storm_traffic": args.storm_traffic,
         "drain_pids": tuple(args.drain_pids), "drain_count": args.drain_count, "settle": args.settle,
         "grace": args.grace, "metrics_urls": tuple(args.metrics_urls),
     }

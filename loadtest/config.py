@@ -61,6 +61,7 @@ class LoadConfig:
     storm_size: int = 0  # clients dropped per storm; 0 = all
     storm_downtime: float = 0.0  # seconds the dropped clients stay away
     storm_via: Literal["client", "api"] = "client"  # drop the sockets, or POST /api/disconnect code 4008
+    storm_traffic: Literal["fanout", "direct"] = "fanout"  # what reconnect-storm publishes meanwhile
     drain_pids: tuple[int, ...] = ()  # drain: SIGTERM these (one per target, in order) instead of the API
     drain_count: int = 0  # drain: how many targets to drain; 0 = all but the last (or every PID given)
     settle: float = 2.0  # after publishing: stop waiting once nothing arrived for this long
@@ -99,7 +100,8 @@ class LoadConfig:
             (self.settle > 0 and self.grace >= self.settle, "--settle must be > 0 and <= --grace"),
             (self.connect_timeout > 0 and self.max_reconnects >= 0, "bad connect options"),
             (self.codec in ("json", "msgpack"), "--codec must be json or msgpack"),
-            (not (self.batch > 1 and self.scenario == "direct" and self.direct_via == "notify"),
+            (self.storm_traffic in ("fanout", "direct"), "--storm-traffic must be fanout or direct"),
+            (not (self.batch > 1 and self.pattern == "direct" and self.direct_via == "notify"),
              "--batch cannot be used with --direct-via notify"),
         ]
         for ok, message in checks:
@@ -114,9 +116,18 @@ class LoadConfig:
                 raise ConfigError("--drain-count exceeds the number of targets")
 
     @property
+    def pattern(self) -> Literal["fanout", "direct", "chat"]:
+        """The traffic: one shared channel (fanout, drain, reconnect-storm by default), personal
+        channels published to through the API (direct), or clients sending to each other (chat)."""
+        if self.scenario == "reconnect-storm":
+            return self.storm_traffic
+        if self.scenario in ("direct", "chat"):
+            return self.scenario
+        return "fanout"
+
+    @property
     def fanout_like(self) -> bool:
-        """One shared channel published over HTTP (fanout, reconnect-storm, drain)."""
-        return self.scenario in ("fanout", "reconnect-storm", "drain")
+        return self.pattern == "fanout"
 
     @property
     def drain_targets(self) -> tuple[str, ...]:

@@ -28,7 +28,7 @@ class Marker(NamedTuple):
 
 def padding(payload_size: int, pub: str) -> str:
     """Padding that brings the JSON of a marker for `pub` to about `payload_size` bytes."""
-    base = len(orjson.dumps({"p": pub, "s": 1_000_000, "t": 10**18, "x": ""}))
+    base = len(orjson.dumps({"p": pub, "s": 1000, "t": 10**15, "x": ""}))
     return "x" * max(0, payload_size - base)
 
 

@@ -73,7 +73,7 @@ class Plan:
     @property
     def http_publishing(self) -> bool:
         """Whether workers publish over the server API (all but chat over WebSocket)."""
-        return not (self.cfg.scenario == "chat" and self.cfg.transport == "ws")
+        return not (self.cfg.pattern == "chat" and self.cfg.transport == "ws")
 
     def destinations(self, worker: int) -> Iterator[Destination]:
         """The endless sequence of this worker's publications (the caller bounds it)."""
@@ -83,7 +83,7 @@ class Plan:
             dest = Destination(cfg.channel, pub, None, None)
             while True:
                 yield dest
-        elif cfg.scenario == "direct":
+        elif cfg.pattern == "direct":
             k = 0
             while True:
                 j = (k * workers + worker) % n

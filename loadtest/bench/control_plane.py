@@ -265,7 +265,8 @@ async def bench_scale_out(procs: Procs, session: aiohttp.ClientSession, n: int, 
 
 
 async def bench_idle(procs: Procs, session: aiohttp.ClientSession, n: int, control_proc: subprocess.Popen[bytes],
-                     seconds: float = 10.0) -> dict[str, Any]:
+                     seconds: float = 40.0) -> dict[str, Any]:
+    """Over `seconds` (two of the nodes' 20 s refresh cycles of presence and connection counts)."""
     ports = {"idle-a": free_port(), "idle-b": free_port()}
     nodes = [procs.herald("node", port, "--node-id", node) for node, port in ports.items()]
     for port in ports.values():
@@ -274,11 +275,14 @@ async def bench_idle(procs: Procs, session: aiohttp.ClientSession, n: int, contr
     try:
         await fleet.open(["idle-a", "idle-b"] * (n // 2))
         await asyncio.sleep(3)  # let connect-time work settle
-        c0, t0, cpu0 = redis_commands(procs.redis_port), time.monotonic(), cpu_seconds(control_proc.pid)
+        pids = [control_proc.pid, *(n.pid for n in nodes)]
+        c0, t0, cpu0 = redis_commands(procs.redis_port), time.monotonic(), [cpu_seconds(p) for p in pids]
         await asyncio.sleep(seconds)
-        c1, t1, cpu1 = redis_commands(procs.redis_port), time.monotonic(), cpu_seconds(control_proc.pid)
-        return {"connections": len(fleet.where), "redis_commands_per_s": round((c1 - c0) / (t1 - t0), 1),
-                "control_cpu_percent": round(100 * (cpu1 - cpu0) / (t1 - t0), 2)}
+        c1, t1, cpu1 = redis_commands(procs.redis_port), time.monotonic(), [cpu_seconds(p) for p in pids]
+        cpu = [round(100 * (b - a) / (t1 - t0), 2) for a, b in zip(cpu0, cpu1, strict=True)]
+        return {"connections": len(fleet.where), "seconds": seconds,
+                "redis_commands_per_s": round((c1 - c0) / (t1 - t0), 1),
+                "control_cpu_percent": cpu[0], "node_cpu_percent": cpu[1:]}
     finally:
         await fleet.close()
         procs.retire(nodes)
