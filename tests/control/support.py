@@ -242,6 +242,7 @@ class Collector:
         self.hello = hello
         self.frames: list[dict[str, Any]] = []
         self.close_code: int | None = None
+        self.closed_at: float | None = None  # monotonic time the connection ended
         self._ids = itertools.count(1)
         self._task = asyncio.create_task(self._read())
 
@@ -268,6 +269,7 @@ class Collector:
                 self.frames.append(json.loads(raw))
         except websockets.ConnectionClosed:
             pass
+        self.closed_at = time.monotonic()
         self.close_code = self.conn.close_code
 
     def matching(self, pred: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:

@@ -21,6 +21,7 @@ import pytest
 import websockets
 
 from herald.core.engine.redis import keys
+from tests.cluster.checker import Pub, ResumingClient, check_no_loss, running, wait_delivered
 from tests.cluster.conftest import Cluster
 from tests.conftest import make_token, seconds
 
@@ -213,65 +214,71 @@ async def test_kill_9_of_a_node_is_cleaned_up_with_leave_events(cluster_factory:
             await c.close()
 
 
-async def test_a_paused_node_is_cleaned_up_then_registers_again_and_delivers(
+async def test_a_paused_node_is_cleaned_up_then_registers_again_and_its_clients_resume(
         cluster_factory: Callable[..., Cluster], namespaces: str) -> None:
-    """SIGSTOP node A for longer than member_timeout: control cleans it up like a crashed node.
-    After SIGCONT, A's next heartbeat finds the tombstone and A registers everything again
-    (subscriptions, presence, user connections): its still-open client gets messages published
-    afterwards, and is in the room's presence again."""
+    """SIGSTOP node A for longer than member_timeout: control cleans it up like a crashed node
+    (leave events, registrations gone). A message published meanwhile is not routed to A. After
+    SIGCONT, A's next heartbeat finds the tombstone: A registers again and asks its clients to
+    reconnect (advisory + 1012); a resuming client of A gets the message it missed exactly once,
+    then the live ones, through A itself."""
     cluster = cluster_factory(shards=1, routers=1, nodes=2, controls=1,
                               node_args=("--config", namespaces), router_args=("--config", namespaces),
                               control_args=("--config", namespaces, "--member-timeout", str(MEMBER_TIMEOUT)))
-    control = cluster.controls[0]
+    control, router = cluster.controls[0], cluster.routers[0]
     node_a, node_b = cluster.nodes
     room = "room:pause"
-    sleeper = await Collector.open(node_a.ws, "sleeper")
     watcher = await Collector.open(node_b.ws, "watcher")
+    await watcher.subscribe(room)
+    sleeper = ResumingClient([node_a.ws], "sleeper", [room])  # reconnects to A only
     pid = node_a.proc.proc.pid
+    published: dict[str, list[Pub]] = {room: []}
+
+    async def publish(data: str) -> Pub:
+        status, body = await admin(router, "POST", "/api/publish", {"channel": room, "data": data})
+        assert status == 200, body
+        pub = Pub(body["offset"], body["epoch"], data)
+        published[room].append(pub)
+        return pub
+
     try:
-        await watcher.subscribe(room)
-        await sleeper.subscribe(room)
-        await wait_doc(control, lambda d: members_by_id(d, "node").get(node_a.id, {}).get("connections") == 1,
-                       5, "the sleeper's connection in the view")
-        await wait_indexed(cluster, node_a.id, 2)
+        async with running([sleeper]):
+            await publish("before")
+            status, presence = await admin(router, "GET", f"/api/presence/{room}")
+            first_client = next(c["client"] for c in presence["clients"] if c["user"] == "sleeper")
+            await wait_indexed(cluster, node_a.id, 2)
 
-        os.kill(pid, signal.SIGSTOP)
-        await wait_doc(control, _dead_and_cleaned(node_a.id), MEMBER_TIMEOUT + SLACK, "the paused node cleaned up")
-        assert registrations_of(cluster, node_a.id, {sleeper.client}) == []
-        await watcher.wait_for(lambda f: f["type"] == "leave" and f.get("client") == sleeper.client, 5,
-                               "the paused client's leave")
-        resumed_wall = time.time()
-        os.kill(pid, signal.SIGCONT)
+            os.kill(pid, signal.SIGSTOP)
+            await wait_doc(control, _dead_and_cleaned(node_a.id), MEMBER_TIMEOUT + SLACK,
+                           "the paused node cleaned up")
+            assert registrations_of(cluster, node_a.id, {first_client}) == []
+            await watcher.wait_for(lambda f: f["type"] == "leave" and f.get("client") == first_client, 5,
+                                   "the paused client's leave")
+            missed = await publish("while-paused")
+            await watcher.wait_for(lambda f: f.get("offset") == missed.offset, 5, "the message on B")
+            resumed_wall = time.time()
+            os.kill(pid, signal.SIGCONT)
 
-        doc = await wait_doc(control, lambda d: _node_state(node_a.id, "ready")(d)
-                             and members_by_id(d, "node")[node_a.id]["last_seen"] >= resumed_wall,
-                             SLACK + 1, "A to heartbeat again as ready")
-        assert "cleaned" not in members_by_id(doc, "node")[node_a.id]
-
-        def registered() -> bool:
-            found = registrations_of(cluster, node_a.id, {sleeper.client})
-            return all(any(kind in line for line in found) for kind in ("subs:", "presence:", "uconn:", "nodeidx:"))
-
-        await eventually_true(lambda: asyncio.to_thread(registered), 5, "A to register its client again")
+            await wait_doc(control, lambda d: _node_state(node_a.id, "ready")(d)
+                           and members_by_id(d, "node")[node_a.id]["last_seen"] >= resumed_wall,
+                           SLACK + 1, "A to heartbeat again as ready")
+            await eventually_true(lambda: sleeper.reconnects >= 1 and sleeper.ready, 10,
+                                  "the paused node's client to reconnect and resume")
+            assert sleeper.sessions[0].close_code == 1012, sleeper.summary()
+            assert [a["reason"] for a in sleeper.sessions[0].advisories] == ["rebalance"], sleeper.sessions[0]
+            assert sleeper.node == node_a.id
+            await publish("after")
+            await wait_delivered(published, [sleeper], timeout=10)
+            report = check_no_loss(published, sleeper)
+            assert sleeper.logs[room].resumed >= 1 and report["duplicates"] == 0, report
         assert not has_key(cluster, keys.cleaned_key(node_a.id)), "the tombstone was not consumed"
-        assert '"engine.node.cleaned_while_alive"' in node_a.proc.output()
-
-        status, pub = await admin(cluster.routers[0], "POST", "/api/publish", {"channel": room, "data": "after"})
-        assert status == 200, pub
-        for c in (sleeper, watcher):
-            got = await c.wait_for(lambda f: f["type"] == "message" and f.get("offset") == pub["offset"], 5,
-                                   "the message published after the pause")
-            assert got[0]["data"] == "after" and got[0]["channel"] == room
-        assert sleeper.close_code is None, "the paused client's connection was dropped"
-        status, presence = await admin(cluster.routers[0], "GET", f"/api/presence/{room}")
-        assert status == 200 and {c["client"] for c in presence["clients"]} == {sleeper.client, watcher.client}
+        output = node_a.proc.output()
+        assert '"engine.node.cleaned_while_alive"' in output and '"node.resync"' in output
     finally:
         try:
             os.kill(pid, signal.SIGCONT)
         except ProcessLookupError:
             pass
-        for c in (sleeper, watcher):
-            await c.close()
+        await watcher.close()
 
 
 # --- the admin API's errors ---------------------------------------------------------------------------
