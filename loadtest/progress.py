@@ -48,7 +48,7 @@ class LiveProgress:
             f"  published {published} ({self._rates[1]:.0f}/s)",
             f"  delivered {delivered} ({self._rates[0]:.0f}/s)",
             f"  p99 {p99 / 1000:.1f} ms" if p99 is not None else "  p99 —",
-            f"  reconnects {c.get('reconnects', 0)}",
+            f"  reconnects {c['reconnects']}" if c.get("reconnects") else "",
             (f"  dup {c['duplicated']}", "yellow") if c.get("duplicated") else "",
             (f"  errors {totals.get('errors', 0)}", "red") if totals.get("errors") else "",
         )
