@@ -42,7 +42,8 @@ class LoadConfig:
     transport: Transport = "ws"
     #: base URLs of the target nodes; client i connects to targets[i % len(targets)] first
     targets: tuple[str, ...] = ("http://127.0.0.1:8000",)
-    #: base URL for the server API (publish, notify, disconnect); default: the first target
+    #: base URL for the server API (publish, notify, disconnect); default: the first target (drain:
+    #: the first target not drained)
     api_url: str = ""
     api_key: str = DEV_API_KEY
     jwt_secret: str = DEV_SECRET
@@ -81,7 +82,7 @@ class LoadConfig:
         if not self.targets:
             raise ConfigError("at least one --url is required")
         object.__setattr__(self, "targets", tuple(normalize_target(t) for t in self.targets))
-        object.__setattr__(self, "api_url", normalize_target(self.api_url or self.targets[0]))
+        object.__setattr__(self, "api_url", normalize_target(self.api_url or self._default_api_target()))
         if not self.metrics_urls:
             object.__setattr__(self, "metrics_urls", tuple(t + "/metrics" for t in self.targets))
         if not self.channel:
@@ -128,6 +129,12 @@ class LoadConfig:
     @property
     def fanout_like(self) -> bool:
         return self.pattern == "fanout"
+
+    def _default_api_target(self) -> str:
+        """The first target, or for drain the first one that is not drained (a node stopped by
+        SIGTERM cannot take publications any more)."""
+        spared = [t for t in self.targets if t not in self.drain_targets]
+        return spared[0] if spared else self.targets[-1]
 
     @property
     def drain_targets(self) -> tuple[str, ...]:

@@ -59,10 +59,24 @@ async def run_worker(cfg: LoadConfig, worker: int, link: Link) -> None:
         link.send("failed", traceback.format_exc())
 
 
+def _raise_fd_limit(needed: int) -> None:
+    """Each client holds a socket: raise the soft RLIMIT_NOFILE towards the hard one if needed."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and soft < needed:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard == resource.RLIM_INFINITY else min(hard, max(
+                needed, soft)), hard))
+    except (ImportError, ValueError, OSError):  # pragma: no cover - not Unix, or not allowed
+        pass
+
+
 async def _run(cfg: LoadConfig, worker: int, link: Link) -> None:
     plan = Plan(cfg)
     stats = WorkerStats(worker)
     publog = PublishLog()
+    _raise_fd_limit(len(plan.local_clients(worker)) + cfg.publish_concurrency + 256)
     gate = asyncio.Semaphore(cfg.connect_concurrency)
     cls = WsClient if cfg.transport == "ws" else SseClient
     api_headers = {"Authorization": f"apikey {cfg.api_key}"}

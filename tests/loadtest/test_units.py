@@ -145,3 +145,9 @@ def test_drain_targets_default_to_all_but_the_last() -> None:
     assert LoadConfig(scenario="drain", targets=targets, drain_count=3).drain_targets == tuple(
         normalize_target(t) for t in targets)
     assert LoadConfig(scenario="fanout", targets=targets).drain_targets == ()
+
+
+def test_drain_publishes_through_a_node_that_is_not_drained() -> None:
+    assert LoadConfig(scenario="drain", targets=("a:1", "b:1", "c:1")).api_url == "http://c:1"
+    assert LoadConfig(scenario="drain", targets=("a:1", "b:1"), drain_pids=(5,)).api_url == "http://b:1"
+    assert LoadConfig(scenario="drain", targets=("a:1", "b:1"), api_url="r:9").api_url == "http://r:9"
