@@ -117,15 +117,12 @@ class Client:
         try:
             while not self.stopping:
                 ended = await self._session()
+                was_online = self.online  # got as far as subscribed: the backoff starts over
                 self._set_online(False)
                 if self.stopping:
                     break
-                if ended.connected:
-                    kinds["close_codes"][ended.kind] += 1
-                    self._failures = 0
-                else:
-                    kinds["connect_errors"][ended.kind] += 1
-                    self._failures += 1
+                kinds["close_codes" if ended.connected else "connect_errors"][ended.kind] += 1
+                self._failures = 0 if was_online else self._failures + 1
                 if not ended.reconnect:
                     break
                 if not self.ever_ready and time.monotonic() > first_deadline:

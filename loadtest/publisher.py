@@ -20,7 +20,8 @@ from .stats import WorkerStats
 
 __all__ = ["HttpPublisher", "pace", "chat_pacer", "storms", "sleep_until_ns"]
 
-_REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=10.0)
+_REQUEST_SECONDS = 10.0
+_REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=_REQUEST_SECONDS)
 _JSON = {"Content-Type": "application/json"}
 
 
@@ -77,7 +78,7 @@ class HttpPublisher:
 
         await pace(rate, total, t0_ns, deadline, cfg.batch, send)
         if self._inflight:
-            await asyncio.wait(self._inflight, timeout=_REQUEST_TIMEOUT.total + 1)
+            await asyncio.wait(self._inflight, timeout=_REQUEST_SECONDS + 1)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)

@@ -43,8 +43,10 @@ class SseClient(Client):
             return self._failed("timeout")
         except (aiohttp.ClientError, OSError) as exc:
             return self._failed(type(exc).__name__)
-        if resp.status != 200:
+        if resp.status != 200 or self.stopping:
             resp.close()
+            if self.stopping:
+                return self._ended("stopped", 1000)
             return self._failed(f"http_{resp.status}", resp.status)
         self._resp = resp
         if resumed:

@@ -67,6 +67,8 @@ class WsClient(Client):
             return self._failed(type(exc).__name__)
         self._ws = ws
         try:
+            if self.stopping:  # stopped while connecting
+                return self._ended("1000", 1000)
             return await self._receive(ws)
         finally:
             self._ws = None
@@ -82,16 +84,16 @@ class WsClient(Client):
         self._subs.clear()
         pending = set()
         for channel in self.plan.subscriptions(self.i):
-            msg: dict[str, Any] = {"type": "subscribe", "channel": channel, "id": self._id()}
+            sub: dict[str, Any] = {"type": "subscribe", "channel": channel, "id": self._id()}
             pos = self.positions.get(channel)
             if pos is not None:
-                msg["since"] = {"offset": pos[0], "epoch": pos[1]}
+                sub["since"] = {"offset": pos[0], "epoch": pos[1]}
             elif self.ever_ready:
                 self.counts["resumed_without_position"] += 1
-            self._subs[msg["id"]] = (channel, pos is not None)
-            pending.add(msg["id"])
+            self._subs[sub["id"]] = (channel, pos is not None)
+            pending.add(sub["id"])
             try:
-                await self._send(msg)
+                await self._send(sub)
             except (ConnectionError, aiohttp.ClientError):
                 return self._ended("abnormal", None)
         if not pending:

@@ -128,6 +128,8 @@ def test_markers_round_trip_in_data_and_in_chat_text() -> None:
 
 
 def test_data_without_a_marker_is_not_ours() -> None:
-    for data in (None, "text", 5, [], {}, {"text": "hello"}, {"p": 1, "s": 0, "t": 0}, {"p": "w", "s": -1, "t": 0},
-                 {"p": "w", "s": "1", "t": 0}, {"text": "lt|a|b|c|d"}, {"text": "lt|a|1"}):
+    cases: tuple[object, ...] = (None, "text", 5, [], {}, {"text": "hello"}, {"p": 1, "s": 0, "t": 0},
+                                 {"p": "w", "s": -1, "t": 0}, {"p": "w", "s": "1", "t": 0}, {"text": "lt|a|b|c|d"},
+                                 {"text": "lt|a|1"})
+    for data in cases:
         assert read_marker(data) is None, data
