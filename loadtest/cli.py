@@ -31,6 +31,7 @@ scenarios:
                    clients drop at once and resume (WS: subscribe with since; SSE: Last-Event-ID)
   drain            fanout over several --url nodes while they are drained one after the other
                    (POST <url>/admin/drain, or SIGTERM to --drain-pid); clients move and resume
+                   (the nodes must share their history: one Redis-backed cluster)
 
 Each message's data carries its publisher, a sequence number and the send time, so receivers
 measure end-to-end latency and count lost, duplicated and out-of-order messages per channel.
