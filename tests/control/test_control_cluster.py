@@ -28,11 +28,11 @@ from tests.conftest import make_token, seconds
 from .support import (
     Collector,
     admin,
-    cluster_doc,
     eventually_true,
+    has_key,
     members_by_id,
     metric,
-    has_key,
+    metrics,
     registrations_of,
     wait_doc,
     wait_indexed,
@@ -135,6 +135,8 @@ async def test_cluster_view_lists_every_member_with_one_leader_and_a_standby_tak
     assert await metric(standby, "herald_control_leader") == 0
     assert await metric(leader, "herald_control_members", role="node", state="ready") == 2
     assert await metric(leader, "herald_control_members", role="router", state="ready") == 2
+    for node in cluster.nodes:
+        assert ("herald_inbox_length", frozenset()) in await metrics(node)
 
     killed_at = time.monotonic()
     await asyncio.to_thread(cluster.kill, leader)

@@ -184,10 +184,13 @@ async def test_scale_out_rebalances_connections_onto_the_new_node_without_loss(
             try:
                 await eventually(lambda: pub.count >= 20, 10, "the load to get going")
                 added_at = time.monotonic()
-                third = await cluster.add_node_async()
-                doc = await wait_doc(control, _balanced(3, n), 25, "the spread within 0.2 on 3 nodes")
-                took = time.monotonic() - added_at
-                doc = await _until_rounds_stop(control, 15)
+                await cluster.add_node_async()
+                try:
+                    doc = await wait_doc(control, _balanced(3, n), 25, "the spread within 0.2 on 3 nodes")
+                    took = time.monotonic() - added_at
+                    doc = await _until_rounds_stop(control, 15)
+                except AssertionError as exc:
+                    raise AssertionError(f"{exc}\nrebalancing log:\n" + _rebalance_log(cluster)) from None
                 assert _balanced(3, n)(doc), _placement(doc)
                 assert not load.done(), "the load stopped early"
             finally:
@@ -296,12 +299,12 @@ async def test_node_drain_wait_and_herald_drain_cli_return_once_the_node_is_empt
         assert code == 2 and "API key" in err, (code, out, err)
         assert await _readyz(cli_node) == 200 and all(c.close_code is None for c in on_cli)
 
-        started = time.monotonic()
         code, out, err, ended = await _herald_drain(cli_node.http, "dev-key")
         assert code == 0, (code, out, err)
         assert json.loads(out) == {"node": cli_node.id, "state": "drained", "closed": 5, "left": 0}, out
-        assert all(c.closed_at is not None and c.closed_at <= ended for c in on_cli), "answered before empty"
-        assert max(c.closed_at for c in on_cli) - started < seconds(1.5 + 1.0)  # type: ignore[type-var]
+        closed = [c.closed_at for c in on_cli if c.closed_at is not None]
+        assert len(closed) == 5 and max(closed) <= ended, "answered before the node was empty"
+        assert max(closed) - min(closed) <= 1.5, "closes not within the node's drain window"
         assert [c.close_code for c in on_cli] == [1012] * 5
         for c in on_cli:
             assert [f.get("reason") for f in c.matching(lambda f: f["type"] == "reconnect")] == ["drain"], c.frames
