@@ -182,7 +182,8 @@ def policy_problems(docs: list[dict[str, Any]]) -> list[str]:
         covering = [b for b in pdbs if _selects(b["spec"]["selector"]["matchLabels"], labels)]
         replicas = _replicas(w, docs) if w["kind"] == "Deployment" else int(w["spec"].get("replicas", 1))
         if replicas > 1 and len(covering) != 1:
-            p.append(f"{w['kind']}/{w['metadata']['name']}: {replicas} replicas need exactly one PDB, found {len(covering)}")
+            p.append(f"{w['kind']}/{w['metadata']['name']}: {replicas} replicas need exactly one PDB, "
+                     f"found {len(covering)}")
         if replicas <= 1 and covering:
             p.append(f"{w['kind']}/{w['metadata']['name']}: a PDB on a single replica blocks node drains")
     for b in pdbs:
@@ -217,7 +218,8 @@ def policy_problems(docs: list[dict[str, Any]]) -> list[str]:
             if types[:1] != ["prometheus"] or "cpu" not in types:
                 p.append(f"ScaledObject/{d['metadata']['name']}: triggers {types} (want prometheus, then cpu)")
             elif "herald_connections" not in spec["triggers"][0]["metadata"]["query"]:
-                p.append(f"ScaledObject/{d['metadata']['name']}: the prometheus trigger does not query herald_connections")
+                p.append(f"ScaledObject/{d['metadata']['name']}: the prometheus trigger does not query "
+                         "herald_connections")
 
     # Services select something; Ingress keeps streams open.
     for s in by_kind.get("Service", []):
@@ -275,7 +277,8 @@ def _herald_deployment_problems(w: dict[str, Any], docs: list[dict[str, Any]]) -
     pod = spec["template"]["spec"]
     c = pod["containers"][0]
     ru = spec.get("strategy", {}).get("rollingUpdate", {})
-    if spec.get("strategy", {}).get("type") != "RollingUpdate" or ru.get("maxUnavailable") != 0 or ru.get("maxSurge") != 1:
+    rolling = spec.get("strategy", {}).get("type") == "RollingUpdate"
+    if not rolling or ru.get("maxUnavailable") != 0 or ru.get("maxSurge") != 1:
         p.append(f"{wid}: rollout must be RollingUpdate maxSurge 1 maxUnavailable 0, got {spec.get('strategy')}")
     if not spec.get("minReadySeconds"):
         p.append(f"{wid}: minReadySeconds must pace the rollout")
@@ -288,11 +291,12 @@ def _herald_deployment_problems(w: dict[str, Any], docs: list[dict[str, Any]]) -
         env = _env(c)
         window = float(env.get("HERALD_DRAIN_WINDOW", {}).get("value", 30))
         sleep, drain = prestop_command(c)
+        port = str(c["ports"][0]["containerPort"])
         if drain[:2] != ["herald", "drain"]:
             p.append(f"{wid}: the preStop hook must run `herald drain`, got {drain}")
         elif "--url" in drain and not re.fullmatch(r"http://127\.0\.0\.1:(\d+)", drain[drain.index("--url") + 1]):
             p.append(f"{wid}: `herald drain` must target the local node, got {drain}")
-        elif "--url" in drain and drain[drain.index("--url") + 1].rsplit(":", 1)[1] != str(c["ports"][0]["containerPort"]):
+        elif "--url" in drain and drain[drain.index("--url") + 1].rsplit(":", 1)[1] != port:
             p.append(f"{wid}: `herald drain` targets another port than the node's")
         grace = pod.get("terminationGracePeriodSeconds", 30)
         if grace < sleep + window + MIN_GRACE_MARGIN:

@@ -17,7 +17,8 @@ from .chart import CHART, CI_VALUES, KUBE_VERSIONS, policy_problems, prestop_com
 
 YAMLLINT = YamlLintConfig("{extends: default, rules: {line-length: {max: 160}, document-start: disable, "
                           "comments: {min-spaces-from-content: 1}, comments-indentation: disable, "
-                          "truthy: {check-keys: false}, indentation: {spaces: consistent, indent-sequences: whatever}}}")
+                          "truthy: {check-keys: false}, "
+                          "indentation: {spaces: consistent, indent-sequences: whatever}}}")
 #: Lint findings we accept: an icon URL is a publishing nicety, not correctness.
 LINT_ACCEPTED = {"icon is recommended"}
 
@@ -51,7 +52,8 @@ def test_ci_value_sets_cover_the_required_scenarios() -> None:
     assert sets["default-values"] == {}
     assert len(sets["external-redis-values"]["redis"]["urls"]) == 3
     assert sets["bundled-redis-values"]["redis"]["mode"] == "bundled"
-    assert sets["hpa-values"]["autoscaling"]["mode"] == "hpa" and sets["hpa-values"]["metrics"]["serviceMonitor"]["enabled"]
+    assert sets["hpa-values"]["autoscaling"]["mode"] == "hpa"
+    assert sets["hpa-values"]["metrics"]["serviceMonitor"]["enabled"]
     assert sets["keda-values"]["autoscaling"]["mode"] == "keda"
 
 
@@ -65,7 +67,8 @@ def test_helm_lint_strict_passes(values_file: Path) -> None:
 
 
 @pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
-def test_every_rendered_manifest_is_valid_kubernetes(renders: dict[str, list[dict[str, Any]]], kube_version: str) -> None:
+def test_every_rendered_manifest_is_valid_kubernetes(renders: dict[str, list[dict[str, Any]]],
+                                                     kube_version: str) -> None:
     """kubernetes-validate --strict (unknown fields fail) for 1.30 and the newest bundled version;
     CRD-backed kinds (ServiceMonitor, ScaledObject, HTTPRoute) have no bundled schema."""
     for name, docs in renders.items():
@@ -91,12 +94,14 @@ def test_policy_check_catches_broken_manifests(renders: dict[str, list[dict[str,
     def pod(docs: list[dict[str, Any]]) -> dict[str, Any]:
         return _node(docs)["spec"]["template"]["spec"]
 
-    assert any("terminationGracePeriodSeconds" in p for p in broken(lambda d: pod(d).update(terminationGracePeriodSeconds=30)))
+    assert any("terminationGracePeriodSeconds" in p
+               for p in broken(lambda d: pod(d).update(terminationGracePeriodSeconds=30)))
     assert any("herald drain" in p for p in broken(lambda d: pod(d)["containers"][0].pop("lifecycle")))
     assert any("resources.limits" in p for p in broken(lambda d: pod(d)["containers"][0]["resources"].pop("limits")))
     assert any("readinessProbe" in p for p in broken(lambda d: pod(d)["containers"][0].pop("readinessProbe")))
-    assert any("runAsNonRoot" in p for p in broken(lambda d: (pod(d)["containers"][0]["securityContext"].pop("runAsNonRoot"),
-                                                               pod(d)["securityContext"].pop("runAsNonRoot"))))
+    assert any("runAsNonRoot" in p for p in broken(
+        lambda d: (pod(d)["containers"][0]["securityContext"].pop("runAsNonRoot"),
+                   pod(d)["securityContext"].pop("runAsNonRoot"))))
     assert any("PDB" in p for p in broken(lambda d: d.remove(_by(d, "PodDisruptionBudget", "-router")[0])))
     assert any("maxUnavailable 0" in p for p in broken(
         lambda d: _node(d)["spec"]["strategy"]["rollingUpdate"].update(maxUnavailable=1)))
@@ -112,7 +117,8 @@ def test_node_grace_period_is_derived_from_the_drain_window() -> None:
     """terminationGracePeriodSeconds = preStop sleep + ceil(drainWindow) + margin, for any window,
     and HERALD_DRAIN_WINDOW carries the same window."""
     for window, sleep, margin in [(30, 5, 15), (2.5, 0, 5), (600, 10, 30)]:
-        docs = render_docs({"node": {"drainWindow": window, "preStopDelaySeconds": sleep, "terminationMarginSeconds": margin}})
+        docs = render_docs({"node": {"drainWindow": window, "preStopDelaySeconds": sleep,
+                                     "terminationMarginSeconds": margin}})
         pod = _node(docs)["spec"]["template"]["spec"]
         container = pod["containers"][0]
         assert pod["terminationGracePeriodSeconds"] == sleep + -(-window // 1) + margin

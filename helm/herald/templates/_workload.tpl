@@ -158,7 +158,7 @@ spec:
             httpGet: {path: /readyz, port: http}
             {{- toYaml $c.readinessProbe | nindent 12 }}
           livenessProbe:
-            # Stays 200 while draining, so a draining node is never killed by its probe.
+            # Stays 200 while draining or stopping: the probe never kills a drain.
             httpGet: {path: /healthz, port: http}
             {{- toYaml $c.livenessProbe | nindent 12 }}
           {{- if $isNode }}
