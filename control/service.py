@@ -37,6 +37,7 @@ log = structlog.get_logger("herald.control")
 LEADER_LEASE = "control-leader"
 ROUND_LEASE = "control-rebalance"
 _CAMPAIGN_LIMIT = 600.0  # seconds a requested rebalance keeps going at most
+_RECONNECT_SLACK = 1.0  # a shed client reconnects within the advisory's after_ms (< 1 s) and its jitter
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +69,7 @@ class Control:
         self._members: dict[str, tuple[float, dict[str, Any]]] = {}
         self._healthy_since: float | None = None
         self._next_round = 0.0
+        self._fresh_after = 0.0  # node reports older than this predate the last round's moves
         self._campaign: asyncio.Task[None] | None = None
         self.started = clock()
 
@@ -197,15 +199,22 @@ class Control:
 
     async def rebalance_round(self) -> dict[str, int] | None:
         """Ask the nodes above the bound to shed connections. Returns the plan ({} when the spread
-        is within bounds), or None when another round is still running."""
-        s = self.settings
-        nodes = self.view.nodes(self._clock())
+        is within bounds), or None when it cannot be planned yet: the previous round's clients are
+        still moving (its shed window, their reconnects, and one report from every node must
+        pass: planning from older reports would move the same connections twice, or see balance
+        that is not there), or another replica's round holds the lease for as long."""
+        s, now = self.settings, self._clock()
+        window = s.rebalance_interval / 2
+        settle = window + _RECONNECT_SLACK + 2 * s.tick
+        if now < self._fresh_after or self.view.oldest_report(now) < self._fresh_after:
+            return None
+        nodes = self.view.nodes(now)
         shed = plan(nodes, ratio=s.rebalance_ratio, max_per_node=s.rebalance_max, min_mean=s.rebalance_min_mean)
         if not shed:
             return {}
-        if not await self.engine.hold_lease(ROUND_LEASE, self.id, s.rebalance_interval):
+        if not await self.engine.hold_lease(ROUND_LEASE, self.id, settle):
             return None
-        window = s.rebalance_interval / 2
+        self._fresh_after = now + settle
         for node, count in shed.items():
             await self.engine.order(node, Order("shed", {"count": count, "window": window}))
         self.metrics.rebalance_rounds.inc()
@@ -231,7 +240,7 @@ class Control:
     async def _keep_rebalancing(self) -> None:
         deadline = self._clock() + _CAMPAIGN_LIMIT
         while self._clock() < deadline:
-            await asyncio.sleep(self.settings.rebalance_interval)
+            await asyncio.sleep(min(self.settings.rebalance_interval, self.settings.tick))
             try:
                 if await self.rebalance_round() == {}:
                     log.info("control.rebalance.done")

@@ -109,6 +109,11 @@ class ClusterView:
                 out[member[5:]] = int(sum(v for v in conns.values() if isinstance(v, int)))
         return out
 
+    def oldest_report(self, now: float, states: Sequence[str] = ("ready",)) -> float:
+        """When the least recent report of the nodes in `states` was made (inf without nodes)."""
+        return min((seen for member, (seen, _) in self._members.items()
+                    if member.startswith("node:") and self.state(member, now) in states), default=float("inf"))
+
     def render(self, now: float, *, leader: str | None = None) -> dict[str, Any]:
         members: list[dict[str, Any]] = []
         totals: dict[str, float] = {"connections": 0, "messages_in": 0.0, "messages_out": 0.0, "published": 0.0}

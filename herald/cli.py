@@ -94,13 +94,14 @@ def _print_banner(config: NodeConfig, port: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["loadtest"]:  # its own parser: options may come before the scenario
+        from herald.loadtest.cli import main as loadtest_main
+
+        return loadtest_main(argv[1:])
     args = _parser().parse_args(argv)
     command = args.command
     del args.command
-    if command == "loadtest":
-        from herald.loadtest.cli import main as loadtest_main
-
-        return loadtest_main(args.args)
     if command == "drain":
         from herald.node.drain import drain_command
 
@@ -153,6 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             services.append(control)
         on_ready = (lambda port: _print_banner(config, port)) if command == "dev" else None
         main_coro = serve_node(config, engine, on_ready, services, control)
+    runner: Any
     try:
         import uvloop
 

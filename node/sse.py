@@ -17,7 +17,7 @@ from aiohttp import web
 
 from herald.core.auth import Principal
 from herald.core.engine.base import PresenceEntry
-from herald.core.protocol.closecodes import ADVISORY_SLOW, Advisory
+from herald.core.protocol.closecodes import ADVISORY_SLOW, Advisory, CloseCode
 from herald.core.protocol.envelope import Publication, personal_channel, validate_channel
 from herald.core.protocol.errors import Forbidden, HeraldError, ProtocolError, Unauthorized
 from herald.core.protocol.sse import SseStream, channel_tag, comment, decode_cursor, event_tail
@@ -33,7 +33,7 @@ log = structlog.get_logger("herald.node.sse")
 
 class SseConnection(Subscriber):
     __slots__ = ("rt", "transport", "stream", "principal", "user", "client_id", "ip", "done", "opened_at",
-                 "_closing", "_next_heartbeat", "_limit", "close_reason", "_held")
+                 "_closing", "_next_heartbeat", "_limit", "close_reason", "close_code", "_held")
 
     def __init__(self, rt: NodeRuntime, transport: Any, principal: Principal, client_id: str, ip: str,
                  now: float) -> None:
@@ -47,6 +47,7 @@ class SseConnection(Subscriber):
         self.opened_at = now
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.close_reason = "client"
+        self.close_code = int(CloseCode.GOING_AWAY)  # the WebSocket code with the same meaning, for metrics
         self._closing = False
         self._held: list[bytes] | None = []  # events delivered before the headers went out
         self._next_heartbeat = now + rt.config.sse_heartbeat
@@ -83,14 +84,14 @@ class SseConnection(Subscriber):
             self.write(enc.sse_tail())
 
     def disconnect(self, code: int) -> None:
-        self.close_reason = f"disconnected ({code})"
+        self.close_reason, self.close_code = f"disconnected ({code})", code
         self.close()
 
     def tick(self, now: float) -> None:
         if self.transport.is_closing():
             self.close()
         elif self.principal.exp <= now:
-            self.close_reason = "token expired"
+            self.close_reason, self.close_code = "token expired", int(CloseCode.UNAUTHORIZED)
             self.close()
         elif now >= self._next_heartbeat:
             self._next_heartbeat = now + self.rt.config.sse_heartbeat
@@ -104,7 +105,7 @@ class SseConnection(Subscriber):
             self.transport.close()
         elif not self.transport.is_closing():
             if advisory is not None:
-                self.close_reason = advisory.reason
+                self.close_reason, self.close_code = advisory.reason, int(advisory.close_code)
                 event = event_tail("reconnect", orjson.dumps(
                     {"type": "reconnect", "reason": advisory.reason, "after_ms": after_ms}))
                 self.transport.write(b"%x\r\n%b\r\n" % (len(event), event))
@@ -183,6 +184,10 @@ async def handle_events(request: web.Request) -> web.StreamResponse:
         if lost:
             first.append(b"id: " + conn.stream.cursor() + b"\n" + event_tail(
                 "recovery", orjson.dumps({"type": "recovery", "recovered": False, "channels": lost})))
+        elif not events:
+            # An id without data sets the browser's Last-Event-ID without dispatching an event, so
+            # a stream that drops before its first message still resumes from where it started.
+            first.append(b"id: " + conn.stream.cursor() + b"\n\n")
         await resp.prepare(request)
         conn.opened(first)
         entry = PresenceEntry(conn.client_id, conn.user, rt.node_id, "online", conn.principal.info)
@@ -221,7 +226,7 @@ async def _cleanup(rt: NodeRuntime, conn: SseConnection) -> None:
     if rt.per_ip[conn.ip] <= 0:
         del rt.per_ip[conn.ip]
     rt.metrics.connections.labels("sse").dec()
-    rt.metrics.closed.labels("sse", conn.close_reason).inc()
+    rt.metrics.closed.labels("sse", str(conn.close_code)).inc()
     rt.hub.remove_user(conn)
     entry = PresenceEntry(conn.client_id, conn.user, rt.node_id)
     log.info("sse.closed", client=conn.client_id, user=conn.user, reason=conn.close_reason, duration_ms=int((time.time() - conn.opened_at) * 1000),

@@ -104,6 +104,8 @@ class WsConnection(Subscriber):
             self.write(PING_FRAME)
         elif result is Tick.CLOSE:
             self.close()
+            return
+        self.flush()
 
     def close(self, advisory: Advisory | None = None, after_ms: int = 0) -> None:
         """Close with the session's close code (or the advisory's), once, without blocking."""

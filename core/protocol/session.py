@@ -74,6 +74,10 @@ class SessionLimits:
     allow_publish: Callable[[str], bool] = lambda ns: True
 
 
+#: Seconds the personal channel's live messages wait for the client's first command (see _open).
+HOLD_PERSONAL = 1.0
+
+
 class Subscription:
     """One channel of one connection: the last offset delivered and the epoch it belongs to."""
 
@@ -126,7 +130,7 @@ class Session:
 
     __slots__ = ("client_id", "node_id", "codec", "limits", "_verify", "principal", "state", "subs", "status",
                  "close_code", "close_reason", "opened_at", "msgs_in", "msgs_out", "_bucket", "_frames",
-                 "_last_activity", "_seen_out", "_next_ping", "_last_pong", "_on_error")
+                 "_last_activity", "_seen_out", "_next_ping", "_last_pong", "_on_error", "_held")
 
     def __init__(
         self,
@@ -160,6 +164,7 @@ class Session:
         self._seen_out = 0
         self._next_ping = now + limits.ping_interval
         self._last_pong = now
+        self._held = False  # the personal channel holds live messages until the client speaks
         if principal is not None:
             self._open()
 
@@ -180,9 +185,15 @@ class Session:
         return personal_channel(self.user)
 
     def _open(self) -> None:
+        """Subscribe the personal channel. Its live messages are held (not lost) until the client's
+        first command, or HOLD_PERSONAL seconds: a resuming client's first command is
+        `subscribe {channel: user:<id>, since}`, and the missed messages must go out before
+        anything newer (each offset once, in order)."""
         self.state = State.OPEN
         channel = self.personal
-        self.subs[channel] = Subscription(channel)
+        sub = self.subs[channel] = Subscription(channel)
+        sub.pending = []
+        self._held = True
         self.send(
             {
                 "type": "connected",
@@ -217,6 +228,8 @@ class Session:
             cmd = parse_command(obj)
             if self.state is State.AUTHENTICATING:
                 return self._authenticate(cmd, now)
+            if self._held and not (isinstance(cmd, Subscribe) and cmd.channel == self.personal):
+                self._release_personal()
             if not self._bucket.take(now):
                 raise RateLimited("rate limit exceeded: slow down")
             return self._handle(cmd, now)
@@ -284,7 +297,8 @@ class Session:
             sub = self.subs[cmd.channel] = Subscription(cmd.channel)
         if cmd.since is not None:
             sub.last, sub.epoch = cmd.since.key, cmd.since.epoch
-        sub.pending = []
+        if sub.pending is None:
+            sub.pending = []
         return is_new
 
     def complete_subscribe(self, cmd: Subscribe, result: Any) -> None:
@@ -292,6 +306,8 @@ class Session:
         sub = self.subs.get(cmd.channel)
         if sub is None or sub.pending is None:
             return  # unsubscribed while history was read
+        if cmd.channel == self.personal:
+            self._held = False
         send, missed, recovered = sub.finish_recovery(result, cmd.since)
         self._reply(
             cmd.id,
@@ -310,9 +326,23 @@ class Session:
     def cancel_subscribe(self, cmd: Subscribe, exc: HeraldError, was_new: bool) -> None:
         if was_new:
             self.subs.pop(cmd.channel, None)
+        elif cmd.channel == self.personal and self._held:
+            self._release_personal()
         elif cmd.channel in self.subs:
             self.subs[cmd.channel].pending = None
         self.send_error(cmd.id, exc)
+
+    def _release_personal(self) -> None:
+        """Stop holding the personal channel: send what arrived meanwhile, in order."""
+        self._held = False
+        sub = self.subs.get(self.personal)
+        if sub is None or sub.pending is None:
+            return
+        pending, sub.pending = sub.pending, None
+        for pub in pending:
+            if sub.accept(pub):
+                self._frames.append(self.codec.encode(pub.envelope()))
+                self.msgs_out += 1
 
     def unsubscribe(self, cmd: Unsubscribe) -> bool:
         """Drop the subscription; True when it existed (unregister it)."""
@@ -370,6 +400,8 @@ class Session:
         if self.principal.exp <= now:
             self.close(CloseCode.UNAUTHORIZED, "token expired")
             return Tick.CLOSE
+        if self._held and now - self.opened_at >= HOLD_PERSONAL:
+            self._release_personal()  # the adapter flushes after every tick
         interval = self.limits.ping_interval
         if now - self._last_pong > 2 * interval + 1:
             self.close(CloseCode.GOING_AWAY, "no pong")

@@ -216,7 +216,7 @@ async def test_a_requested_rebalance_does_not_stop_on_reports_taken_while_client
     await c.report({"a": 20, "b": 20, "c": 12})
     await control.tick()
     await asyncio.sleep(0.2)  # the campaign's next rounds (real time) see only these reports
-    c.clock.now += 1.0  # the moving clients have landed
+    c.clock.now += 3.5  # the moving clients have landed, and every node has reported since
     await c.report({"a": 22, "b": 25, "c": 13})
     await control.tick()
     assert control.latest["balance"]["spread"] > control.settings.rebalance_ratio

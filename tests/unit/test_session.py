@@ -11,7 +11,7 @@ from herald.core.protocol.closecodes import CloseCode
 from herald.core.protocol.codec import MSGPACK
 from herald.core.protocol.envelope import Auth, Chat, History, Presence, Publish, Subscribe, Unsubscribe, Who
 from herald.core.protocol.errors import EngineUnavailable
-from herald.core.protocol.session import Session, SessionLimits, State, Tick
+from herald.core.protocol.session import HOLD_PERSONAL, Session, SessionLimits, State, Tick
 from tests.unit._support import (
     NOW,
     OPEN_ERROR_CODES,
@@ -350,10 +350,50 @@ def test_unsubscribing_the_personal_channel_is_forbidden() -> None:
 
 
 def test_the_personal_channel_delivers_from_the_start() -> None:
-    """Messages on `user:<sub>` are delivered without any subscribe."""
+    """Messages on `user:<sub>` are delivered without any subscribe, once the client has said
+    anything (or after HOLD_PERSONAL seconds); what arrived before goes out first, in order."""
     s = open_session()
-    assert s.deliver(pub("user:alice", 1)) is True
+    assert s.deliver(pub("user:alice", 1)) is False  # held: the client may want to resume first
     assert s.deliver(pub("user:bob", 1)) is False
+    send(s, {"type": "ping", "id": 1})
+    assert offsets(drain(s)) == [off(1)]
+    assert s.deliver(pub("user:alice", 2)) is True
+
+
+def test_the_personal_channel_is_released_by_the_clock_for_silent_clients() -> None:
+    s = open_session()
+    assert s.deliver(pub("user:alice", 1)) is False
+    assert s.tick(NOW + HOLD_PERSONAL / 2) is Tick.NOTHING and drain(s) == []
+    s.tick(NOW + HOLD_PERSONAL)
+    assert offsets(drain(s)) == [off(1)]
+    assert s.deliver(pub("user:alice", 2)) is True
+
+
+def test_resuming_the_personal_channel_sends_the_gap_then_the_held_messages_once_in_order() -> None:
+    """A client resuming user:<id> from offset 2 while 4 and 5 arrived live before its subscribe:
+    it gets 3 (history), 4, 5 — each once, in order — and nothing older."""
+    s = open_session()
+    assert s.deliver(pub("user:alice", 4)) is False
+    cmd = subscribe(s, "user:alice", since=since(2))
+    assert s.begin_subscribe(cmd) is False
+    assert s.deliver(pub("user:alice", 5)) is False
+    s.complete_subscribe(cmd, history("user:alice", offset=off(4), recovered=True,
+                                      messages=[pub("user:alice", 3), pub("user:alice", 4)]))
+    frames = drain(s)
+    assert frames[0]["type"] == "subscribed" and frames[0]["recovered"] is True
+    assert offsets(frames[1:]) == [off(3), off(4), off(5)]
+    assert s.deliver(pub("user:alice", 5)) is False and s.deliver(pub("user:alice", 6)) is True
+
+
+def test_a_failed_resume_of_the_personal_channel_still_releases_what_was_held() -> None:
+    s = open_session()
+    assert s.deliver(pub("user:alice", 4)) is False
+    cmd = subscribe(s, "user:alice", since=since(2))
+    s.begin_subscribe(cmd)
+    s.cancel_subscribe(cmd, EngineUnavailable("down"), False)
+    frames = drain(s)
+    assert offsets([f for f in frames if f.get("type") != "error"]) == [off(4)]
+    assert [f["code"] for f in frames if f.get("type") == "error"] == [503]
 
 
 # --- other commands -----------------------------------------------------------------------
