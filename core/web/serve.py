@@ -13,6 +13,8 @@ __all__ = ["serve_until_signal"]
 
 log = structlog.get_logger("herald.serve")
 
+CLEANUP_TIMEOUT = 5.0  # seconds the shutdown after a drain may take
+
 
 async def serve_until_signal(
     app: web.Application,
@@ -48,5 +50,11 @@ async def serve_until_signal(
         if before_cleanup is not None:
             await before_cleanup()
     finally:
-        await runner.cleanup()
+        # Bounded: a stuck cleanup (an unreachable Redis, a task that ignores cancellation) must not
+        # keep a drained process alive until the orchestrator kills it.
+        try:
+            await asyncio.wait_for(runner.cleanup(), CLEANUP_TIMEOUT)
+        except TimeoutError:
+            log.error(f"{component}.cleanup.timeout", seconds=CLEANUP_TIMEOUT,
+                      tasks=sorted(t.get_name() for t in asyncio.all_tasks() if t is not asyncio.current_task()))
         log.info(f"{component}.stopped")
