@@ -23,24 +23,22 @@ from herald.core.protocol.envelope import Position
 
 from .auth import TokenSource, jwt_claims
 from .backoff import Backoff
+from .channels import Channels, Refusal
 from .clock import Clock, RandomSource
 from .config import ClientConfig, Endpoint
 from .errors import (
     ClientClosed,
     ConnectionLost,
     HeraldClientError,
-    MessageTooBig,
     NotSupported,
-    RateLimited,
     RequestTimeout,
     ServerError,
     Unauthorized,
-    Unavailable,
     error_for,
 )
-from .events import Connected, Disconnected, ErrorEvent, Message, Resync, Subscribed, signal_from_wire
-from .policy import ABNORMAL, Action, reaction_for
-from .positions import Positions, Verdict
+from .events import Connected, Disconnected, ErrorEvent, Message, Subscribed, signal_from_wire
+from .policy import ABNORMAL
+from .reconnect import Reconnector
 from .requests import Pending, RequestTable
 from .sse import SseTransport
 from .streams import Router
@@ -93,10 +91,12 @@ class Connection:
         self.config = config
         self.tokens = tokens
         self.router = router
-        self.positions = Positions()
+        self.stats = ClientStats()
+        self.channels = Channels(router, self.stats)
+        self.positions = self.channels.positions
         self.requests = RequestTable()
         self.backoff = Backoff(config.backoff, rng)
-        self.stats = ClientStats()
+        self._reconnector = Reconnector(self.backoff, tokens)
         self.state = State.IDLE
         self.transport: Transport | None = None
         self.use_sse = config.transport == "sse"
@@ -115,9 +115,7 @@ class Connection:
         self._closing = self._finished = False
         self._change = asyncio.Event()  # replaced after every set: "the transport changed"
         self._session_tasks: set[asyncio.Task[Any]] = set()
-        self._waiters: dict[str, list[asyncio.Future[Subscribed | None]]] = {}
-        self._last_reply: dict[str, Subscribed] = {}
-        self._resuming: set[str] = set()
+        self._resuming: set[str] = set()  # channels (re)subscribed on this connection, no reply yet
         self._retries: dict[str, Backoff] = {}
         self._task: asyncio.Task[None] | None = None
 
@@ -151,11 +149,7 @@ class Connection:
         err = error or ClientClosed("the client was closed", 0)
         for pending in self.requests.drain():
             pending.fail(err)
-        for waiters in self._waiters.values():
-            for fut in waiters:
-                if not fut.done():
-                    fut.set_exception(err)
-        self._waiters.clear()
+        self.channels.fail_all(err)
         self.router.end(error)
         self._changed()
 
@@ -233,9 +227,9 @@ class Connection:
             return _Outcome(closed, opened=False, reopen=True)
         if transport.kind == "sse" and failed.status in (400, 403) and failed.error is not None:
             # the stream names a channel it may not have: fail the subscribes that added one
-            refused = [ch for ch in getattr(transport, "channels", ()) if self._waiters.get(ch)]
+            refused = [ch for ch in getattr(transport, "channels", ()) if self.channels.waiting(ch)]
             for channel in refused:
-                self._drop(channel, failed.error)
+                self.channels.drop(channel, failed.error)
             if refused:
                 return _Outcome(closed, opened=False, reopen=True)
             raise _Final(ClientClosed(f"the event stream was refused: {failed.reason}", failed.status))
@@ -266,61 +260,35 @@ class Connection:
         return _Outcome(closed, opened=True, reopen=self._reopen)
 
     async def _decide(self, outcome: _Outcome) -> float:
-        """The delay before the next attempt (the close-code policy); _Final when there is none."""
+        """The delay before the next attempt (see reconnect.py); _Final when there is none."""
         closed = outcome.closed
         if outcome.reopen:
             return 0.0
-        reaction = reaction_for(closed.code)
-        action = reaction.action
-        if action is Action.STOP:
-            if outcome.opened:
-                self.router.route(Disconnected(closed.code, closed.reason, None))
-            raise _Final(ClientClosed(f"closed by the server: {closed.code} {closed.reason}".strip(), closed.code))
-        if action is Action.REAUTH:
-            delay = await self._reauth(closed)
-        elif action is Action.ADVISED:
-            delay = self.backoff.advised(closed.after_ms or 0)
-        elif action is Action.SLOW_DOWN:
-            delay = self.backoff.slow_down()
-        else:
-            if action is Action.BUG:
-                self.notify(MessageTooBig(f"the server closed with 1009: a frame was over its size limit "
-                                          f"({closed.reason})"))
-            delay = self.backoff.next_delay()
-        if reaction.rotate:
-            self._url_index += 1
+        plan = await self._reconnector.plan(closed)
+        if plan.notice is not None:
+            self.notify(plan.notice)
+        self._need_token |= plan.need_token
+        self.stats.token_renewals += plan.renewed
         if outcome.opened:
-            self.router.route(Disconnected(closed.code, closed.reason, delay))
-        self.stats.delays.append(delay)
-        return delay
-
-    async def _reauth(self, closed: Closed) -> float:
-        """4001 / HTTP 401: a new token from the callback, or stop."""
-        refused = self.tokens.current
-        try:
-            token = await self.tokens.renew()
-        except Unauthorized as exc:
-            raise _Final(Unauthorized(f"{exc} ({closed.code} {closed.reason})")) from None
-        except Exception as exc:  # noqa: BLE001 - the callback failed: try again at the next attempt
-            self.notify(HeraldClientError(f"the token callback failed: {exc!r}"))
-            self._need_token = True
-            return self.backoff.next_delay()
-        self.stats.token_renewals += 1
-        if token == refused:
-            raise _Final(Unauthorized(f"the token callback gave the refused token again ({closed.code})"))
-        return self.backoff.next_delay()
+            self.router.route(Disconnected(closed.code, closed.reason, plan.delay, closed.after_ms))
+        if plan.delay is None:
+            raise _Final(plan.error)
+        if plan.rotate:
+            self._url_index += 1
+        self.stats.delays.append(plan.delay)
+        return plan.delay
 
     # --- opening ----------------------------------------------------------------------------------
     async def _ws_opened(self, transport: Transport, info: dict[str, Any]) -> None:
         self.user, self.client_id, self.node = info.get("user"), info.get("client"), info.get("node")
         for channel in info.get("channels") or ():
             self.positions.track(channel, auto=True)
-        for st in self.positions:
-            if st.wanted or st.auto:
-                await self._send_subscribe(transport, st.channel)
+        while todo := self.channels.to_subscribe():  # again: subscribe() may add one meanwhile
+            for channel in todo:
+                await self._send_subscribe(transport, channel)
         if self.status is not None:
             await self._send_quietly(transport, {"type": "presence", "status": self.status})
-        self._opened(transport)
+        self._opened(transport)  # from here on subscribe() sends its own
         self._spawn(self._refresh_loop(transport))
 
     def _sse_opened(self, transport: Transport, info: dict[str, Any]) -> None:
@@ -329,7 +297,7 @@ class Connection:
         personal = [st.channel for st in self.positions if st.auto]
         self.positions.stream_opened([*transport.channels, *personal])
         for channel in [*transport.channels, *personal]:
-            self._resolve_waiters(channel, None)
+            self.channels.resolve(channel, None)
         self.backoff.reset()
         self._opened(transport)
         if sorted(self._sse_channels()) != sorted(transport.channels):
@@ -342,11 +310,19 @@ class Connection:
         self.router.route(Connected(transport.kind, transport.url, self.user, self.client_id, self.node))
         self._changed()
 
-    async def _send_subscribe(self, transport: Transport, channel: str) -> None:
-        if channel not in self.positions:
-            return
-        pending = self.requests.add(self.positions.subscribe_request(channel))
+    def _prepare_subscribe(self, channel: str) -> Pending | None:
+        """Mark `channel` in flight now (synchronously) and register the request, or None."""
+        msg = self.channels.prepare_subscribe(channel)
+        if msg is None:
+            return None
         self._resuming.add(channel)
+        return self.requests.add(msg)
+
+    async def _send_subscribe(self, transport: Transport, channel: str,
+                              pending: Pending | None = None) -> None:
+        pending = pending or self._prepare_subscribe(channel)
+        if pending is None:
+            return
         try:
             await transport.send(pending.msg)
         except ConnectionLost:
@@ -373,7 +349,7 @@ class Connection:
         kind = f.get("type")
         try:
             if kind == "message":
-                self._on_message(Message.from_wire(f))
+                self.channels.message(Message.from_wire(f))
             elif kind in _SIGNALS:
                 signal = signal_from_wire(f)
                 if signal is not None:
@@ -383,7 +359,7 @@ class Connection:
                 self._advisory_ms = int(after) if isinstance(after, (int, float)) else 0
             elif kind == "recovery":
                 for resync in self.positions.recovery(f.get("channels") or (), inbound.cursor):
-                    self._resync(resync)
+                    self.channels.resync(resync)
             elif (pending := self.requests.pop(f.get("id"))) is not None:
                 await self._on_reply(pending, f)
             elif kind == "error":
@@ -395,21 +371,6 @@ class Connection:
             self.notify(HeraldClientError(f"malformed {kind!r} frame: {exc!r}"))
         if inbound.cursor:
             self.positions.apply_cursor(inbound.cursor)
-
-    def _on_message(self, msg: Message) -> None:
-        verdict, resync = self.positions.accept(msg)
-        if resync is not None:
-            self._resync(resync)
-        if verdict is Verdict.DELIVER:
-            self.router.route(msg)
-        elif verdict is Verdict.DUPLICATE:
-            self.stats.duplicates += 1
-        elif verdict is Verdict.EARLY:
-            self.stats.early += 1
-
-    def _resync(self, resync: Resync) -> None:
-        self.stats.resyncs += 1
-        self.router.route(resync)
 
     async def _on_reply(self, pending: Pending, f: dict[str, Any]) -> None:
         if f.get("type") == "error":
@@ -424,52 +385,26 @@ class Connection:
             pending.resolve(f)
 
     def _subscribed(self, reply: Subscribed) -> None:
-        resync = self.positions.on_subscribed(reply)
-        if resync is not None:
-            self._resync(resync)  # before the messages that follow the reply
-        self._last_reply[reply.channel] = reply
-        sub = self.router.subscriptions.get(reply.channel)
-        if sub is not None:
-            sub.subscribed = reply
-        self._resolve_waiters(reply.channel, reply)
+        self.channels.subscribed(reply)
         self._resuming.discard(reply.channel)
         self._retries.pop(reply.channel, None)
         if not self._resuming:
             self.backoff.reset()  # the connection did real work: every channel is live
 
     def _subscribe_refused(self, channel: str, exc: ServerError) -> None:
-        self.positions.subscribe_failed(channel)
         self._resuming.discard(channel)
-        if self._waiters.get(channel):  # the application's subscribe(): it gets the error
-            self._drop(channel, exc)
-        elif isinstance(exc, (Unavailable, RateLimited)) or exc.code >= 500:  # a resume: try again soon
+        refusal = self.channels.refused(channel, exc)
+        if refusal is Refusal.RETRY:  # a resume hit a transient error: the same resume, later
             retry = self._retries.setdefault(channel, Backoff(self.config.backoff, self._rng))
             self._spawn(self._resubscribe_later(channel, retry.next_delay()))
-        else:  # the resume was refused for good (e.g. the token lost the permission)
+        elif refusal is Refusal.LOST:
             self.notify(exc, channel)
-            self._drop(channel, exc)
 
     async def _resubscribe_later(self, channel: str, delay: float) -> None:
         await self._clock.sleep(delay)
         transport = self.transport
         if transport is not None and transport.kind == "ws":
             await self._send_subscribe(transport, channel)
-
-    def _resolve_waiters(self, channel: str, reply: Subscribed | None) -> None:
-        for fut in self._waiters.pop(channel, ()):
-            if not fut.done():
-                fut.set_result(reply)
-
-    def _drop(self, channel: str, error: HeraldClientError) -> None:
-        """Stop holding `channel`: its waiters and its Subscription get `error`."""
-        for fut in self._waiters.pop(channel, ()):
-            if not fut.done():
-                fut.set_exception(error)
-        st = self.positions.get(channel)
-        if st is not None and not st.auto:
-            self.positions.forget(channel)
-        self._last_reply.pop(channel, None)
-        self.router.detach(channel, error)
 
     # --- token refresh ----------------------------------------------------------------------------
     async def _refresh_loop(self, transport: Transport) -> None:
@@ -545,9 +480,11 @@ class Connection:
         try:
             await transport.send(pending.msg)
             await self.request({"type": "ping"})
+        except ConnectionLost:
+            return  # the command goes out again with the next connection (presence is re-sent)
         finally:
             self.requests.pop(pending.id)
-        if fut.done():
+        if fut.done() and not isinstance(fut.exception(), ConnectionLost):
             fut.result()  # raises the error reply
 
     # --- channels -----------------------------------------------------------------------------------
@@ -555,48 +492,30 @@ class Connection:
         """Hold `channel` (resumed on every reconnect) and wait until it is live."""
         if self._finished:
             raise self.error or ClientClosed("the client is closed", 0)
-        st = self.positions.get(channel)
-        if st is not None and st.wanted and st.live:
-            return self._last_reply.get(channel)
-        st = self.positions.track(channel, since=since, wanted=True)
-        fut: asyncio.Future[Subscribed | None] = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(channel, []).append(fut)
+        live, reply = self.channels.live_reply(channel)
+        if live:
+            return reply
+        fut = self.channels.hold(channel, since)
         transport = self.transport
-        if transport is not None and transport.kind == "ws" and not st.inflight:
-            self._spawn(self._send_subscribe(transport, channel))
-        elif transport is not None and transport.kind == "sse":
+        if transport is not None and transport.kind == "ws":
+            pending = self._prepare_subscribe(channel)  # in flight from now: never two at once
+            if pending is not None:
+                self._spawn(self._send_subscribe(transport, channel, pending))
+        elif transport is not None:
             self.reopen()
         try:
             async with asyncio.timeout(self.config.request_timeout):
                 return await fut
         except TimeoutError:
-            self._abandon(channel, fut)
+            self.channels.abandon(channel, fut)
             raise RequestTimeout(f"{channel}: not subscribed within {self.config.request_timeout}s") from None
         except asyncio.CancelledError:
-            self._abandon(channel, fut)
+            self.channels.abandon(channel, fut)
             raise
 
-    def _abandon(self, channel: str, fut: asyncio.Future[Subscribed | None]) -> None:
-        waiters = self._waiters.get(channel, [])
-        if fut in waiters:
-            waiters.remove(fut)
-        st = self.positions.get(channel)
-        if not waiters and st is not None and not st.live and not st.auto:
-            self._waiters.pop(channel, None)
-            self.positions.forget(channel)
-            self.router.detach(channel)
-
     async def unsubscribe(self, channel: str) -> None:
-        st = self.positions.get(channel)
-        self.router.detach(channel)
-        self._waiters.pop(channel, None)
-        if st is None:
+        if not self.channels.release(channel):
             return
-        if st.auto:  # the personal channel stays: only the application's hold on it goes
-            st.wanted = False
-            return
-        self.positions.forget(channel)
-        self._last_reply.pop(channel, None)
         transport = self.transport
         if transport is not None and transport.kind == "sse":
             self.reopen()

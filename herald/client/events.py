@@ -134,11 +134,13 @@ class Connected:
 
 @dataclass(frozen=True, slots=True)
 class Disconnected:
-    """A connection ended. `reconnect_in` is the delay before the next attempt, None when final."""
+    """A connection ended. `reconnect_in` is the delay before the next attempt, None when final;
+    `advised_ms` the `after_ms` of a `reconnect` advisory the server sent before closing."""
 
     code: int
     reason: str
     reconnect_in: float | None
+    advised_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

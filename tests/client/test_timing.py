@@ -1,4 +1,5 @@
-"""Backoff timings and the close-code policy table: pure, no sockets except a closed port."""
+"""Backoff timings, the close-code policy table and the reconnect plans built from them: pure,
+no sockets except a closed port."""
 
 from __future__ import annotations
 
@@ -6,9 +7,21 @@ import random
 
 import pytest
 
-from herald.client import CLOSE_POLICY, Action, Backoff, BackoffPolicy, HeraldClient, reaction_for
+from herald.client import (
+    CLOSE_POLICY,
+    Action,
+    Backoff,
+    BackoffPolicy,
+    ClientClosed,
+    HeraldClient,
+    MessageTooBig,
+    Unauthorized,
+    reaction_for,
+)
 from herald.client.auth import TokenSource, jwt_expiry
 from herald.client.policy import code_for_http_status
+from herald.client.reconnect import Reconnector
+from herald.client.transport import Closed
 from herald.core.protocol.errors import ConfigError
 from tests.cluster.checker import eventually
 from tests.conftest import make_token
@@ -138,3 +151,45 @@ async def test_reconnect_loop_sleeps_the_backoff_sequence_without_real_waiting()
     assert clock.sleeps[:10] == [replay.random() * c for c in CEILINGS]
     assert client.stats.connections == 0
     assert list(client.stats.delays) == clock.sleeps[-len(client.stats.delays):]
+
+
+def planner(token: object = "t", value: float = 0.5) -> Reconnector:
+    return Reconnector(Backoff(BackoffPolicy(), Fixed(value)), TokenSource(token))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("code", [1000, 4003])
+async def test_plan_stops_on_final_codes(code: int) -> None:
+    plan = await planner().plan(Closed(code, "bye"))
+    assert plan.delay is None and isinstance(plan.error, ClientClosed) and plan.error.code == code
+
+
+async def test_plan_waits_after_ms_plus_jitter_on_1012_and_moves_to_the_next_url() -> None:
+    plan = await planner(value=0.5).plan(Closed(1012, "drain", after_ms=700))
+    assert plan.delay == pytest.approx(0.7 + 0.25) and plan.rotate
+
+
+async def test_plan_backs_off_and_surfaces_1009() -> None:
+    p = planner(value=1.0 - 1e-9)
+    first, second = await p.plan(Closed(1011)), await p.plan(Closed(4008))
+    assert first.delay == pytest.approx(0.5) and first.rotate and first.notice is None
+    assert second.delay == pytest.approx(1.0) and not second.rotate  # a slow consumer resumes on its node
+    bug = await p.plan(Closed(1009, "too big"))
+    assert isinstance(bug.notice, MessageTooBig) and bug.delay is not None
+
+
+async def test_plan_4001_needs_a_new_token_from_the_callback() -> None:
+    tokens = iter(["t2", "t2"])
+    p = planner(lambda: next(tokens))
+    p.tokens.current = "t1"
+    plan = await p.plan(Closed(4001, "token expired"))
+    assert plan.delay is not None and plan.renewed and p.tokens.current == "t2"
+    again = await p.plan(Closed(4001, "token expired"))  # the callback gives the refused one again
+    assert again.delay is None and isinstance(again.error, Unauthorized)
+    no_callback = await planner("fixed").plan(Closed(4001))
+    assert no_callback.delay is None and isinstance(no_callback.error, Unauthorized)
+
+    def broken() -> str:
+        raise RuntimeError("token service down")
+
+    failing = await planner(broken).plan(Closed(4001))
+    assert failing.delay is not None and failing.need_token and "token service down" in str(failing.notice)
