@@ -55,8 +55,9 @@ class Channels:
         self._waiters.setdefault(channel, []).append(fut)
         return fut
 
-    def abandon(self, channel: str, fut: asyncio.Future[Subscribed | None]) -> None:
-        """A subscribe() gave up (timeout, cancelled): stop holding a channel that never went live."""
+    def abandon(self, channel: str, fut: asyncio.Future[Subscribed | None]) -> bool:
+        """A subscribe() gave up (timeout, cancelled): stop holding a channel that never went
+        live. True when it was dropped."""
         waiters = self._waiters.get(channel, [])
         if fut in waiters:
             waiters.remove(fut)
@@ -65,6 +66,8 @@ class Channels:
             self._waiters.pop(channel, None)
             self.positions.forget(channel)
             self.router.detach(channel)
+            return True
+        return False
 
     def release(self, channel: str) -> bool:
         """unsubscribe(): stop holding `channel`; True when the server must be told."""
@@ -104,6 +107,8 @@ class Channels:
         return self.positions.subscribe_request(channel)
 
     def subscribed(self, reply: Subscribed) -> None:
+        if reply.channel not in self.positions:
+            return  # given up or unsubscribed meanwhile
         resync = self.positions.on_subscribed(reply)
         if resync is not None:
             self.resync(resync)  # before the missed messages that follow the reply

@@ -158,10 +158,16 @@ class Connection:
         self._change = asyncio.Event()
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        """A task that lives as long as the current connection."""
+        """A task that lives as long as the current connection; a failure becomes an ErrorEvent."""
         task = asyncio.create_task(coro)
         self._session_tasks.add(task)
-        task.add_done_callback(self._session_tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._session_tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            error = exc if isinstance(exc, HeraldClientError) else HeraldClientError(f"{task.get_name()}: {exc!r}")
+            self.notify(error)
 
     def notify(self, error: HeraldClientError, channel: str | None = None) -> None:
         self.router.route(ErrorEvent(error, channel))
@@ -200,8 +206,9 @@ class Connection:
         assert self._http is not None
         transport: Transport
         if self.use_sse:
-            user = self.user or jwt_claims(token or "").get("sub")
+            user = self.user or jwt_claims(token or "").get("sub")  # SSE has no `connected` frame
             if isinstance(user, str):
+                self.user = user
                 self.positions.track(f"user:{user}", auto=True)
             transport = SseTransport(self._http, endpoint, token, self._sse_channels(), self.positions.cursor(),
                                      self.config)
@@ -429,6 +436,8 @@ class Connection:
             except ServerError as exc:
                 self.notify(exc)
                 return
+            except (ConnectionLost, RequestTimeout):
+                return  # the next connection uses the new token
 
     # --- requests ---------------------------------------------------------------------------------
     async def _wait_transport(self, previous: Transport | None) -> Transport:
@@ -507,11 +516,17 @@ class Connection:
             async with asyncio.timeout(self.config.request_timeout):
                 return await fut
         except TimeoutError:
-            self.channels.abandon(channel, fut)
+            self._abandon(channel, fut)
             raise RequestTimeout(f"{channel}: not subscribed within {self.config.request_timeout}s") from None
         except asyncio.CancelledError:
-            self.channels.abandon(channel, fut)
+            self._abandon(channel, fut)
             raise
+
+    def _abandon(self, channel: str, fut: asyncio.Future[Subscribed | None]) -> None:
+        """subscribe() gave up: forget the channel, and undo a subscribe the server may still answer."""
+        if self.channels.abandon(channel, fut) and (transport := self.transport) is not None \
+                and transport.kind == "ws":
+            self._spawn(self._send_quietly(transport, {"type": "unsubscribe", "channel": channel}))
 
     async def unsubscribe(self, channel: str) -> None:
         if not self.channels.release(channel):

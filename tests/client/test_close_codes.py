@@ -16,6 +16,7 @@ from herald.client import (
     ConnectionLost,
     Disconnected,
     ErrorEvent,
+    Forbidden,
     HeraldClient,
     Message,
     MessageTooBig,
@@ -124,6 +125,29 @@ async def test_4001_without_a_new_token_stops_with_unauthorized(herald: HeraldPr
                 pass
     assert client.stats.connections == 1
     await client.close()
+
+
+async def test_a_resume_refused_for_good_ends_that_subscription_with_the_error(
+        herald: HeraldProcess, clients: list[HeraldClient]) -> None:
+    """After a 4001 the callback's new token no longer allows room:*: the resume is refused with
+    403, so that Subscription ends with Forbidden and an ErrorEvent names the channel; the client
+    and its other channels go on."""
+    tokens = iter([make_token("oscar", channels=["room:*", "news:*"]), make_token("oscar", channels=["news:*"])])
+    client = HeraldClient(herald.http, token=lambda: next(tokens))
+    clients.append(client)
+    await client.connect()
+    room, news = await client.subscribe("room:perm"), await client.subscribe("news:perm")
+    await api(herald, "POST", "/api/disconnect", {"user": "oscar", "code": 4001})
+    with pytest.raises(Forbidden) as refused:
+        async with asyncio.timeout(seconds(5)):
+            async for _ in room:
+                pass
+    assert refused.value.code == 403
+    errors = [e for e in await drain(client) if isinstance(e, ErrorEvent)]
+    assert [(e.channel, e.code) for e in errors] == [("room:perm", 403)]
+    assert client.state is State.CONNECTED and "room:perm" not in client.positions
+    await api(herald, "POST", "/api/publish", {"channel": "news:perm", "data": "still here"})
+    assert (await asyncio.wait_for(news.next(), seconds(5))).data == "still here"  # type: ignore[union-attr]
 
 
 async def test_expired_token_string_ends_with_4001_and_unauthorized(herald: HeraldProcess) -> None:
