@@ -144,7 +144,7 @@ def test_event_stream_parser_handles_any_chunking(split: int) -> None:
     items = []
     for i in range(0, len(raw), split):
         items += parser.feed(raw[i:i + split])
-    assert items == [SseComment("herald abc"), SseEvent("chat", '{"a":1}', "c1"), SseEvent("message", "line1\nline2", "c1"),
-                     SseComment("hb")]
+    assert items == [SseComment("herald abc"), SseEvent("chat", '{"a":1}', "c1"),
+                     SseEvent("message", "line1\nline2", "c1"), SseComment("hb")]
     assert parser.retry_ms == 2000
     assert parser.last_event_id == "c2"  # an id without data moves the cursor, dispatches nothing

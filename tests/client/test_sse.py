@@ -75,6 +75,25 @@ async def test_forced_sse_subscribes_receives_and_resumes_after_a_disconnect(
         await client.publish("room:sse-a", 1)
 
 
+async def test_sse_stream_that_saw_no_message_yet_still_resumes_without_a_gap(
+        herald: HeraldProcess, clients: list[HeraldClient]) -> None:
+    """The position of every channel comes with the stream's opening cursor, so a stream dropped
+    before its first message resumes from there: what was published meanwhile arrives."""
+    clock = GateClock()
+    client = HeraldClient(herald.http, token=make_token("sse-quiet"), transport="sse", clock=clock)
+    clients.append(client)
+    await client.connect()
+    sub = await client.subscribe("room:sse-quiet")
+    await eventually(lambda: "room:sse-quiet" in client.positions, 5, "the opening cursor")
+    clock.hold()
+    status, _ = await asyncio.to_thread(herald.api, "POST", "/api/disconnect", {"user": "sse-quiet", "code": 4008})
+    assert status == 200
+    await eventually(lambda: clock.waiting == 1, 5, "the client to be away")
+    away = await publish(herald, "room:sse-quiet", "while away")
+    clock.release()
+    assert [m.offset for m in await take(sub, 1)] == [away["offset"]]  # type: ignore[attr-defined]
+
+
 async def test_sse_reports_a_gap_it_cannot_fill_with_a_resync(herald: HeraldProcess,
                                                               clients: list[HeraldClient]) -> None:
     sent = [await publish(herald, "room:sse-gap", i) for i in range(3)]
