@@ -42,9 +42,11 @@ class Channels:
 
     # --- the application's side ---------------------------------------------------------------
     def live_reply(self, channel: str) -> tuple[bool, Subscribed | None]:
-        """(True, the last reply) when `channel` is already held and live."""
+        """(True, the last reply) when `channel` is already live (now held by the application:
+        e.g. the personal channel, which the server subscribes on its own)."""
         st = self.positions.get(channel)
-        if st is not None and st.wanted and st.live:
+        if st is not None and st.live:
+            st.wanted = True
             return True, self._last.get(channel)
         return False, None
 

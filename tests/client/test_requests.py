@@ -77,6 +77,12 @@ async def test_chat_presence_status_and_who(herald: HeraldProcess, codec: str, c
     assert isinstance(chat, Message)
     assert (chat.channel, chat.event, chat.sender, chat.data, chat.offset) == (
         "user:dave", "chat", "carol", {"text": "hello dave"}, sent.offset)
+    inbox = await dave.subscribe("user:dave")  # the personal channel can have a Subscription too
+    again = await carol.chat("dave", "second")
+    second = await asyncio.wait_for(inbox.next(), seconds(5))
+    assert isinstance(second, Message) and (second.offset, second.data) == (again.offset, {"text": "second"})
+    await inbox.unsubscribe()  # ends the Subscription; the server keeps the personal channel
+    assert "user:dave" in dave.positions
     await carol.set_status("away")
     seen = await events_until(carol, lambda e: isinstance(e, UserStatus) and e.channel == "user:carol")
     assert UserStatus("carol", "away", channel) in seen  # and through the channel she is in
