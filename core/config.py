@@ -108,7 +108,7 @@ class NodeConfig:
     dead_retention: float = _opt(60.0, "control: seconds a dead member stays listed after its cleanup")
     auto_rebalance: bool = _opt(True, "control: rebalance connections on its own (else only on POST /admin/rebalance)")
     rebalance_ratio: float = _opt(0.2, "control: rebalance while the busiest node is more than this far above "
-                                       "the mean (0.2 = 20 %)")
+                                       "the mean (0.2: 20 percent)")
     rebalance_interval: float = _opt(5.0, "control: seconds between rebalancing rounds")
     rebalance_max: int = _opt(250, "control: connections one node sheds per round at most")
     rebalance_min_mean: float = _opt(10.0, "control: leave clusters with fewer connections per node than this alone")

@@ -156,6 +156,8 @@ class WsConnection(Subscriber):
                 s.reply(cmd, {"type": "sent", "offset": res.offset})
             elif isinstance(cmd, Presence):
                 await rt.presence_status(list(s.subs), self.presence_entry(), s.personal)
+                if cmd.id is not None:  # extension: a command with an id gets an answer
+                    s.reply(cmd, {"type": "presence", "status": s.status})
             elif isinstance(cmd, Who):
                 entries = await engine.presence(cmd.channel)
                 if len(entries) > _MAX_WHO:

@@ -81,13 +81,14 @@ HOLD_PERSONAL = 1.0
 class Subscription:
     """One channel of one connection: the last offset delivered and the epoch it belongs to."""
 
-    __slots__ = ("channel", "last", "epoch", "pending")
+    __slots__ = ("channel", "last", "epoch", "pending", "before")
 
     def __init__(self, channel: str, last: tuple[int, int] = ZERO_KEY, epoch: str | None = None) -> None:
         self.channel = channel
         self.last = last
         self.epoch = epoch
         self.pending: list[Publication] | None = None  # not None while recovering
+        self.before: tuple[tuple[int, int], str | None] | None = None  # the position a failed resume restores
 
     def accept(self, pub: Publication) -> bool:
         """Whether `pub` is the next thing to deliver now (updates the position if so)."""
@@ -296,6 +297,7 @@ class Session:
         if sub is None:
             sub = self.subs[cmd.channel] = Subscription(cmd.channel)
         if cmd.since is not None:
+            sub.before = (sub.last, sub.epoch)
             sub.last, sub.epoch = cmd.since.key, cmd.since.epoch
         if sub.pending is None:
             sub.pending = []
@@ -308,6 +310,7 @@ class Session:
             return  # unsubscribed while history was read
         if cmd.channel == self.personal:
             self._held = False
+        sub.before = None
         send, missed, recovered = sub.finish_recovery(result, cmd.since)
         self._reply(
             cmd.id,
@@ -324,19 +327,30 @@ class Session:
         self.msgs_out += len(send)
 
     def cancel_subscribe(self, cmd: Subscribe, exc: HeraldError, was_new: bool) -> None:
+        """History could not be read: a new subscription is dropped; an existing one goes back to
+        the position it had (the client may retry the resume) and sends what arrived meanwhile."""
+        sub = self.subs.get(cmd.channel)
         if was_new:
             self.subs.pop(cmd.channel, None)
-        elif cmd.channel == self.personal and self._held:
-            self._release_personal()
-        elif cmd.channel in self.subs:
-            self.subs[cmd.channel].pending = None
+        elif sub is not None:
+            if sub.before is not None:
+                (sub.last, sub.epoch), sub.before = sub.before, None
+            if cmd.channel == self.personal and self._held:
+                self._release_personal()
+            else:
+                self._flush_pending(sub)
         self.send_error(cmd.id, exc)
 
     def _release_personal(self) -> None:
         """Stop holding the personal channel: send what arrived meanwhile, in order."""
         self._held = False
         sub = self.subs.get(self.personal)
-        if sub is None or sub.pending is None:
+        if sub is not None:
+            self._flush_pending(sub)
+
+    def _flush_pending(self, sub: Subscription) -> None:
+        """Leave the recovering state: send the buffered live messages newer than the position."""
+        if sub.pending is None:
             return
         pending, sub.pending = sub.pending, None
         for pub in pending:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import pytest
+
 from herald.cli import _parser
 from herald.core.config import NodeConfig
 
@@ -22,3 +24,12 @@ def test_readme_commands_are_real_subcommands() -> None:
     for command in ("dev", "node", "router", "control", "loadtest"):
         assert f"herald {command}" in README and command in subcommands
     assert "python -m pytest" in README and "python3 -m pytest" in (Path(__file__).parents[2] / ".ci/run").read_text()
+
+
+def test_every_command_has_working_help(capsys: pytest.CaptureFixture[str]) -> None:
+    """`herald <command> --help` prints its options (argparse formats help texts: a stray % breaks it)."""
+    for command in ("dev", "node", "router", "control", "drain"):
+        with pytest.raises(SystemExit) as exit_:
+            _parser().parse_args([command, "--help"])
+        assert exit_.value.code == 0
+        assert "--" in capsys.readouterr().out

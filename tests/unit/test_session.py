@@ -680,3 +680,20 @@ def test_a_reply_within_max_reply_size_is_sent_with_the_id() -> None:
     s.reply(cmd, {"type": "who", "channel": ROOM, "clients": []})
     assert drain(s) == [{"type": "who", "channel": ROOM, "clients": [], "id": 12}]
 
+
+
+def test_a_failed_resume_of_a_live_subscription_keeps_its_position_and_live_messages() -> None:
+    """A resume (subscribe with since) of a channel that is already live fails to read history: the
+    subscription goes back to its live position and sends what arrived meanwhile; nothing is lost
+    or sent twice, and the client may retry the resume."""
+    s = open_session()
+    subscribed(s, ROOM, offset=5)
+    assert s.deliver(pub(ROOM, 6)) is True
+    cmd = subscribe(s, ROOM, since=since(3))
+    assert s.begin_subscribe(cmd) is False
+    assert s.deliver(pub(ROOM, 7)) is False  # buffered while history is read
+    s.cancel_subscribe(cmd, EngineUnavailable("down"), False)
+    frames = drain(s)
+    assert offsets(frames) == [off(7)]
+    assert [f["code"] for f in frames if f["type"] == "error"] == [503]
+    assert s.deliver(pub(ROOM, 6)) is False and s.deliver(pub(ROOM, 8)) is True
