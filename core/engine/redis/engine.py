@@ -83,6 +83,7 @@ class RedisEngine(Engine):
         self._inbox_read: dict[str, bytes] = {}  # node -> last inbox entry id read
         self._backlog: dict[str, int] = {}  # node -> inbox entries not yet trimmed (≈ unread)
         self._index_changes: dict[str, dict[bytes, bool]] = {}  # node -> {ref: added?} to write
+        self._publishing: list[tuple[PublishRequest, asyncio.Future[Any]]] = []  # to send this iteration
 
     # --- plumbing -----------------------------------------------------------------------------
     def _client(self, url: str, max_connections: int, **kw: Any) -> aioredis.Redis:
@@ -133,14 +134,17 @@ class RedisEngine(Engine):
         try:
             return await coro
         except REDIS_ERRORS as exc:
-            # After a shard restart every pooled connection to it is dead: drop the idle ones now
-            # so the next request reconnects, instead of failing once per pooled connection.
-            for client in self.shards:
-                try:
-                    await client.connection_pool.disconnect(inuse_connections=False)
-                except REDIS_ERRORS:
-                    pass
+            await self._drop_idle_connections()
             raise EngineUnavailable(f"redis unreachable ({what})") from exc
+
+    async def _drop_idle_connections(self) -> None:
+        """After a shard restart every pooled connection to it is dead: drop the idle ones now so
+        the next request reconnects, instead of failing once per pooled connection."""
+        for client in self.shards:
+            try:
+                await client.connection_pool.disconnect(inuse_connections=False)
+            except REDIS_ERRORS:
+                pass
 
     def _new_epoch(self) -> str:
         return secrets.token_hex(4)
@@ -157,9 +161,30 @@ class RedisEngine(Engine):
 
     async def publish(self, channel: ChannelName, data: Any, *, event: str = "message", sender: str | None = None,
                       idempotency_key: str | None = None) -> PublishResult:
-        s, ks, args = self._publish_call(PublishRequest(channel, data, event, sender, idempotency_key))
-        res = await self._call("publish", self.scripts[s].publish_append(keys=ks, args=args))
-        return PublishResult(channel, Offset(_s(res[0])), Epoch(_s(res[1])))
+        """Publishes made in the same event-loop iteration (concurrent API requests, client
+        messages) travel together: one pipeline per shard, each message its own atomic script."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[PublishResult | Exception] = loop.create_future()
+        self._publishing.append((PublishRequest(channel, data, event, sender, idempotency_key), future))
+        if len(self._publishing) == 1:
+            loop.call_soon(self._send_publishes)
+        result = await future
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def _send_publishes(self) -> None:
+        batch, self._publishing = self._publishing, []
+        self._tasks.spawn(self._publish_together(batch), name="engine.publish")
+
+    async def _publish_together(self, batch: list[tuple[PublishRequest, asyncio.Future[Any]]]) -> None:
+        try:
+            results: list[Any] = await self.publish_batch([request for request, _ in batch])
+        except Exception as exc:  # noqa: BLE001 - every waiting publisher must hear about it
+            results = [EngineUnavailable(f"publish failed: {exc!r}")] * len(batch)
+        for (_, future), result in zip(batch, results, strict=True):
+            if not future.done():
+                future.set_result(result)
 
     async def publish_batch(self, requests: Sequence[PublishRequest]) -> list[PublishResult | Exception]:
         """One pipeline per shard (one round trip each), every message its own atomic script."""
@@ -177,6 +202,7 @@ class RedisEngine(Engine):
             try:
                 return await pipe.execute(raise_on_error=False)
             except REDIS_ERRORS:
+                await self._drop_idle_connections()
                 return [EngineUnavailable("redis unreachable (publish)")] * len(pipe)
 
         shard_ids = list(pipes)
