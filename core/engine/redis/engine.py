@@ -20,6 +20,7 @@ import structlog
 from redis import asyncio as aioredis
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
@@ -83,7 +84,8 @@ class RedisEngine(Engine):
         self._inbox_read: dict[str, bytes] = {}  # node -> last inbox entry id read
         self._backlog: dict[str, int] = {}  # node -> inbox entries not yet trimmed (≈ unread)
         self._index_changes: dict[str, dict[bytes, bool]] = {}  # node -> {ref: added?} to write
-        self._publishing: list[tuple[PublishRequest, asyncio.Future[Any]]] = []  # to send this iteration
+        self._publishing: dict[int, list[tuple[list[str], list[Any], asyncio.Future[Any]]]] = {}  # shard -> next batch
+        self._publish_busy: set[int] = set()  # shards with a batch on its way
 
     # --- plumbing -----------------------------------------------------------------------------
     def _client(self, url: str, max_connections: int, **kw: Any) -> aioredis.Redis:
@@ -161,60 +163,73 @@ class RedisEngine(Engine):
 
     async def publish(self, channel: ChannelName, data: Any, *, event: str = "message", sender: str | None = None,
                       idempotency_key: str | None = None) -> PublishResult:
-        """Publishes made in the same event-loop iteration (concurrent API requests, client
-        messages) travel together: one pipeline per shard, each message its own atomic script."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[PublishResult | Exception] = loop.create_future()
-        self._publishing.append((PublishRequest(channel, data, event, sender, idempotency_key), future))
-        if len(self._publishing) == 1:
-            loop.call_soon(self._send_publishes)
-        result = await future
-        if isinstance(result, Exception):
-            raise result
-        return result
+        """Publishes travel in batches per shard: while one batch is on its way to a shard, new
+        publishes for it (concurrent API requests, client messages) queue and leave together when
+        it returns — one pipeline, each message its own atomic script. At low load a batch is one
+        message and nothing waits; under load batches grow and round trips per message fall."""
+        request = PublishRequest(channel, data, event, sender, idempotency_key)
+        s, ks, args = self._publish_call(request)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._publishing.setdefault(s, []).append((ks, args, future))
+        if s not in self._publish_busy:
+            self._publish_busy.add(s)
+            self._tasks.spawn(self._publish_queued(s), name=f"engine.publish.{s}")
+        return _publish_result(request, await future)
 
-    def _send_publishes(self) -> None:
-        batch, self._publishing = self._publishing, []
-        self._tasks.spawn(self._publish_together(batch), name="engine.publish")
-
-    async def _publish_together(self, batch: list[tuple[PublishRequest, asyncio.Future[Any]]]) -> None:
+    async def _publish_queued(self, s: int) -> None:
         try:
-            results: list[Any] = await self.publish_batch([request for request, _ in batch])
-        except Exception as exc:  # noqa: BLE001 - every waiting publisher must hear about it
-            results = [EngineUnavailable(f"publish failed: {exc!r}")] * len(batch)
-        for (_, future), result in zip(batch, results, strict=True):
-            if not future.done():
-                future.set_result(result)
+            while self._publishing.get(s):
+                batch = self._publishing.pop(s)
+                try:
+                    replies = await self._run_publish_scripts(s, [(ks, args) for ks, args, _ in batch])
+                except Exception as exc:  # noqa: BLE001 - every waiting publisher must hear about it
+                    replies = [EngineUnavailable(f"publish failed: {exc!r}")] * len(batch)
+                for (_, _, future), reply in zip(batch, replies, strict=True):
+                    if not future.done():
+                        future.set_result(reply)
+        finally:
+            self._publish_busy.discard(s)
 
     async def publish_batch(self, requests: Sequence[PublishRequest]) -> list[PublishResult | Exception]:
         """One pipeline per shard (one round trip each), every message its own atomic script."""
-        pipes: dict[int, Any] = {}
-        slots: list[tuple[int, int]] = []
-        for r in requests:
-            s, ks, args = self._publish_call(r)
-            pipe = pipes.get(s)
-            if pipe is None:
-                pipe = pipes[s] = self.shards[s].pipeline(transaction=False)
-            await self.scripts[s].publish_append(keys=ks, args=args, client=pipe)  # buffered
-            slots.append((s, len(pipe) - 1))
-
-        async def run(pipe: Any) -> list[Any]:
+        calls = [self._publish_call(r) for r in requests]
+        by_shard: dict[int, list[int]] = {}
+        for i, (s, _, _) in enumerate(calls):
+            by_shard.setdefault(s, []).append(i)
+        shard_ids = list(by_shard)
+        done = await asyncio.gather(*(self._run_publish_scripts(s, [calls[i][1:] for i in by_shard[s]])
+                                      for s in shard_ids))
+        replies: list[Any] = [None] * len(requests)
+        for s, shard_replies in zip(shard_ids, done, strict=True):
+            for i, reply in zip(by_shard[s], shard_replies, strict=True):
+                replies[i] = reply
+        out: list[PublishResult | Exception] = []
+        for r, reply in zip(requests, replies, strict=True):
             try:
-                return await pipe.execute(raise_on_error=False)
+                out.append(_publish_result(r, reply))
+            except EngineUnavailable as exc:
+                out.append(exc)
+        return out
+
+    async def _run_publish_scripts(self, s: int, calls: Sequence[tuple[list[str], list[Any]]]) -> list[Any]:
+        """The publish script for each (keys, args), in one pipeline to shard `s`. EVALSHA goes
+        straight into the pipeline (redis-py would first ask SCRIPT EXISTS: a second round trip);
+        a shard that forgot the script (restarted) gets it loaded and the refused calls again — a
+        refused call did nothing, so retrying cannot publish twice."""
+        script = self.scripts[s].publish_append
+        for attempt in range(2):
+            pipe = self.shards[s].pipeline(transaction=False)
+            for ks, args in calls:
+                pipe.evalsha(script.sha, len(ks), *ks, *args)
+            try:
+                replies: list[Any] = await pipe.execute(raise_on_error=False)
+                if attempt or not any(isinstance(r, NoScriptError) for r in replies):
+                    return replies
+                script.sha = await self.shards[s].script_load(script.script)
             except REDIS_ERRORS:
                 await self._drop_idle_connections()
-                return [EngineUnavailable("redis unreachable (publish)")] * len(pipe)
-
-        shard_ids = list(pipes)
-        replies = dict(zip(shard_ids, await asyncio.gather(*(run(pipes[s]) for s in shard_ids)), strict=True))
-        out: list[PublishResult | Exception] = []
-        for r, (s, i) in zip(requests, slots, strict=True):
-            res = replies[s][i]
-            if isinstance(res, Exception):
-                out.append(res if isinstance(res, EngineUnavailable) else EngineUnavailable(f"publish failed: {res}"))
-            else:
-                out.append(PublishResult(r.channel, Offset(_s(res[0])), Epoch(_s(res[1]))))
-        return out
+                break
+        return [EngineUnavailable("redis unreachable (publish)")] * len(calls)
 
     async def signal(self, channel: ChannelName, frame: dict[str, Any]) -> None:
         p = self.partition(channel)
@@ -611,6 +626,15 @@ class RedisEngine(Engine):
         return {"engine": "redis", "shards": len(self.urls), "partitions": self.partitions,
                 "nodes": sorted(n[5:] for n in names if n.startswith("node:")),
                 "routers": sorted(n[7:] for n in names if n.startswith("router:"))}
+
+
+def _publish_result(request: PublishRequest, reply: Any) -> PublishResult:
+    """The publish script's reply [offset, epoch], or the error it stands for (EngineUnavailable)."""
+    if isinstance(reply, EngineUnavailable):
+        raise reply
+    if isinstance(reply, Exception):
+        raise EngineUnavailable(f"publish failed: {reply}")
+    return PublishResult(request.channel, Offset(_s(reply[0])), Epoch(_s(reply[1])))
 
 
 def _presence_ref(channel: str, entry: PresenceEntry) -> bytes:
