@@ -190,6 +190,9 @@ class Control:
 
     async def drain_node(self, node: str, window: float | None = None) -> dict[str, Any]:
         """Order `node` to drain (readiness 503, advisories, closes spread over the window)."""
+        if f"node:{node}" not in self._members:  # it may have joined since the last tick: look again
+            self._members = await self.engine.members()
+            self.view.update(self._members)
         self._live_node(node)
         args: dict[str, Any] = {} if window is None else {"window": window}
         await self.engine.order(node, Order("drain", args))
