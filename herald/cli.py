@@ -96,8 +96,12 @@ def _print_banner(config: NodeConfig, port: int) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["loadtest"]:  # its own parser: options may come before the scenario
-        from herald.loadtest.cli import main as loadtest_main
-
+        try:
+            from herald.loadtest.cli import main as loadtest_main
+        except ImportError as exc:
+            print(f"herald loadtest needs its extras ({exc.name} is missing): pip install 'herald[loadtest]'",
+                  file=sys.stderr)
+            return 2
         return loadtest_main(argv[1:])
     args = _parser().parse_args(argv)
     command = args.command
