@@ -5,19 +5,18 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, Protocol
 from importlib import resources
+from typing import Any, Protocol
 
 import jwt
 from aiohttp import web
 
 from herald.core.config import NodeConfig
 from herald.core.engine.base import Engine
-
+from herald.core.protocol.errors import HeraldError, ProtocolError, Unauthorized
 from herald.core.web.api import API, ApiContext, add_api_routes
 from herald.core.web.http import error_middleware, json_error, json_response
 from herald.core.web.ops import add_ops_routes
-from herald.core.protocol.errors import HeraldError, ProtocolError, Unauthorized
 
 from .drain import handle_order, resync, start_drain
 from .runtime import RUNTIME, NodeRuntime
@@ -77,7 +76,8 @@ async def admin_drain(request: web.Request) -> web.Response:
 
 
 class Service(Protocol):
-    """Something that runs beside the node in the same process (the router in `herald dev --redis`)."""
+    """Something that runs beside the node in the same process (`herald dev`: the control plane,
+    and with `--redis` a router)."""
 
     async def start(self) -> None: ...
 
