@@ -23,7 +23,7 @@ from aiohttp import web
 from herald.core.config import NodeConfig
 from herald.core.engine.base import Engine
 from herald.core.protocol.errors import ProtocolError, Unauthorized
-from herald.core.web.http import error_middleware, json_response, read_json
+from herald.core.web.http import API_KEY_HINT, apikey_matches, error_middleware, json_response, read_json
 from herald.core.web.ops import add_ops_routes
 
 from .service import Control, ControlSettings
@@ -46,14 +46,13 @@ class AdminAuth:
         return bool(self._key) and hmac.compare_digest(key.strip().encode(), self._key)
 
     def check(self, request: web.Request) -> None:
-        scheme, _, key = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() == "apikey" and self.key_ok(key):
+        if apikey_matches(request, self._key):
             return
         cookie = request.cookies.get(_COOKIE, "")
         if cookie and hmac.compare_digest(cookie.encode(), self.session):
             if request.method == "GET" or request.headers.get("X-Herald-Admin") == "1":
                 return
-        raise Unauthorized("missing or wrong API key (Authorization: apikey <key>)")
+        raise Unauthorized(API_KEY_HINT)
 
 
 _ADMIN = web.AppKey("herald_admin_auth", AdminAuth)

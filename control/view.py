@@ -37,6 +37,11 @@ def percentile(bounds: Sequence[float], counts: Sequence[int], q: float) -> floa
     return float(bounds[-1]) if bounds else None
 
 
+def _connections(status: dict[str, Any]) -> int:
+    """A node's connections over all transports, from its status."""
+    return sum(v for v in (status.get("connections") or {}).values() if isinstance(v, int))
+
+
 @dataclass(slots=True)
 class _Sample:
     at: float
@@ -105,8 +110,7 @@ class ClusterView:
         out = {}
         for member, (_, status) in self._members.items():
             if member.startswith("node:") and self.state(member, now) in states:
-                conns = status.get("connections") or {}
-                out[member[5:]] = int(sum(v for v in conns.values() if isinstance(v, int)))
+                out[member[5:]] = _connections(status)
         return out
 
     def oldest_report(self, now: float, states: Sequence[str] = ("ready",)) -> float:
@@ -129,9 +133,8 @@ class ClusterView:
                 "rates": {k: round(v, 2) for k, v in rates.items()},
             }
             if role == "node":
-                conns = status.get("connections") or {}
-                entry["connections"] = int(sum(v for v in conns.values() if isinstance(v, int)))
-                entry["transports"] = conns
+                entry["connections"] = _connections(status)
+                entry["transports"] = status.get("connections") or {}
                 entry["max_connections"] = status.get("max_connections")
                 entry["channels"] = status.get("channels", 0)
                 entry["inbox"] = status.get("inbox", 0)

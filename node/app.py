@@ -15,7 +15,7 @@ from herald.core.config import NodeConfig
 from herald.core.engine.base import Engine
 from herald.core.protocol.errors import HeraldError, ProtocolError, Unauthorized
 from herald.core.web.api import API, ApiContext, add_api_routes
-from herald.core.web.http import error_middleware, json_error, json_response
+from herald.core.web.http import API_KEY_HINT, error_middleware, json_error, json_response
 from herald.core.web.ops import add_ops_routes
 
 from .drain import handle_order, resync, start_drain
@@ -56,7 +56,7 @@ async def admin_drain(request: web.Request) -> web.Response:
     """`POST /admin/drain[?wait=1][&window=S]` (API key): start draining this node; with `wait`,
     answer when it is empty or its window ended (the Kubernetes preStop hook uses this)."""
     if not request.app[API].authorized(request):
-        raise Unauthorized("missing or wrong API key (Authorization: apikey <key>)")
+        raise Unauthorized(API_KEY_HINT)
     rt = request.app[RUNTIME]
     window = None
     if "window" in request.query:

@@ -89,7 +89,7 @@ def resync(rt: NodeRuntime, window: float = 5.0) -> int:
     """After deliveries may have been missed (the node was cleaned up as dead while paused), ask
     every client to reconnect and resume from its own offsets, spread over a few seconds."""
     log.warning("node.resync", connections=rt.connection_count)
-    return shed(rt, rt.connection_count, min(window, rt.config.drain_window or window))
+    return shed(rt, rt.connection_count, window)
 
 
 def drain_command(url: str, api_key: str | None, timeout: float | None) -> int:

@@ -5,7 +5,6 @@ Served by nodes and routers alike: each builds an ApiContext around its engine.
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +16,7 @@ from herald import __version__
 from ..engine.base import Engine, PublishRequest
 from ..protocol.envelope import Position, offset_key, personal_channel, validate_channel, validate_event
 from ..protocol.errors import HeraldError, ProtocolError, Unauthorized
-from .http import json_response, read_json
+from .http import API_KEY_HINT, apikey_matches, json_response, read_json
 
 __all__ = ["ApiContext", "API", "add_api_routes"]
 
@@ -35,8 +34,7 @@ class ApiContext:
         self._key = self.api_key.encode()
 
     def authorized(self, request: web.Request) -> bool:
-        scheme, _, key = request.headers.get("Authorization", "").partition(" ")
-        return scheme.lower() == "apikey" and bool(self._key) and hmac.compare_digest(key.strip().encode(), self._key)
+        return apikey_matches(request, self._key)
 
 
 API = web.AppKey("herald_api", ApiContext)
@@ -48,7 +46,7 @@ _MAX_HISTORY = 1000
 def _context(request: web.Request) -> ApiContext:
     ctx = request.app[API]
     if not ctx.authorized(request):
-        raise Unauthorized("missing or wrong API key (Authorization: apikey <key>)")
+        raise Unauthorized(API_KEY_HINT)
     return ctx
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 from typing import Any
 
 import orjson
@@ -9,7 +10,16 @@ from aiohttp import web
 
 from herald.core.protocol.errors import HeraldError, PayloadTooBig, ProtocolError
 
-__all__ = ["json_error", "json_response", "read_json", "error_middleware"]
+__all__ = ["json_error", "json_response", "read_json", "error_middleware", "apikey_matches", "API_KEY_HINT"]
+
+#: The message of every 401 for the server and admin APIs.
+API_KEY_HINT = "missing or wrong API key (Authorization: apikey <key>)"
+
+
+def apikey_matches(request: web.Request, key: bytes) -> bool:
+    """`Authorization: apikey <key>` with the configured key (constant-time; never with no key)."""
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "apikey" and bool(key) and hmac.compare_digest(given.strip().encode(), key)
 
 
 def json_response(obj: Any, status: int = 200) -> web.Response:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import re
 import threading
 import urllib.request
 from collections.abc import Iterator
@@ -77,14 +78,12 @@ class Load:
 
     async def _publisher(self) -> None:
         assert self.stopping is not None
-        node = self.cluster.nodes[0]
         for n in range(1200):  # at most 2 minutes
             if self.stopping.is_set():
                 return
             live = [m for m in self.cluster.nodes if m.alive]
             await asyncio.to_thread(live[n % len(live)].api, "POST", "/api/publish", {"channel": CHANNEL, "data": {"n": n}})
             await asyncio.sleep(0.1)
-        del node
 
     def stop(self) -> None:
         async def halt() -> None:
@@ -163,7 +162,7 @@ def test_dashboard_shows_the_cluster_and_drains_a_node(small_cluster: tuple[Clus
         page.locator(f'#members tr[data-member="node:{first.id}"] [data-testid="drain"]').click()
         expect(page.get_by_test_id("toast")).to_have_text(f"{first.id} is draining")
         expect(page.locator(f'#members tr[data-member="node:{first.id}"]')).to_have_attribute(
-            "data-state", __import__("re").compile("draining|drained"))
+            "data-state", re.compile("draining|drained"))
         expect(page.get_by_test_id("nodes-ready")).to_have_text("1 / 2")
         expect(page.locator(f'#members tr[data-member="node:{second.id}"] [data-testid="node-connections"]')
                ).to_contain_text(str(CLIENTS), timeout=seconds(20) * 1000)

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
 from herald.client import HeraldClient
 from tests.cluster.conftest import cluster, cluster_factory, pytest_runtest_makereport  # noqa: F401 - fixtures
-from tests.e2e.server import HeraldProcess, start_herald
+from tests.e2e.conftest import herald  # noqa: F401 - fixture: one `herald dev` per module
 
 
 class FakeClock:
@@ -64,14 +64,6 @@ class GateClock:
             finally:
                 self.waiting -= 1
         await asyncio.sleep(seconds)
-
-
-@pytest.fixture(scope="module")
-def herald() -> Iterator[HeraldProcess]:
-    """One `herald dev` subprocess shared by a test module."""
-    server = start_herald()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

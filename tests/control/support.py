@@ -17,7 +17,7 @@ import aiohttp
 import websockets
 
 from herald.core.engine.redis import keys
-from tests.cluster.checker import Publisher, ResumingClient
+from tests.cluster.checker import Publisher, ResumingClient, check_no_loss, wait_delivered
 from tests.cluster.conftest import Cluster, Member
 from tests.conftest import make_token, seconds
 
@@ -371,3 +371,14 @@ async def wait_indexed(cluster: Cluster, node: str, entries: int, timeout: float
     a crash right after connecting would miss is only removed by its TTL, by design."""
     await eventually_true(lambda: asyncio.to_thread(lambda: index_entries(cluster, node) >= entries), timeout,
                           f"{entries} entries in the cleanup index of {node}")
+
+
+async def check_load(load: asyncio.Task[Any], pub: Publisher,
+                     clients: Sequence[ResumingClient]) -> list[dict[str, Any]]:
+    """After the (stopped) publishing task: every client got every acknowledged message once, in
+    order (tests.cluster.checker); returns the per-client reports."""
+    assert load.exception() is None, load.exception()
+    published = pub.snapshot()
+    assert not pub.unacked, pub.errors[:5]
+    await wait_delivered(published, clients, timeout=20)
+    return [check_no_loss(published, c) for c in clients]

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tests.cluster.checker import Publisher, check_no_loss, eventually, running, wait_delivered
+from tests.cluster.checker import Publisher, eventually, running
 from tests.cluster.conftest import Cluster, Member
 from tests.conftest import seconds
 
@@ -26,6 +26,7 @@ from .support import (
     NodePicker,
     PickingClient,
     admin,
+    check_load,
     cluster_doc,
     max_rate,
     members_by_id,
@@ -121,11 +122,7 @@ async def test_rolling_drain_of_every_node_under_load_loses_nothing(cluster_fact
             finally:
                 stop.set()
                 await asyncio.gather(load, return_exceptions=True)
-            assert load.exception() is None, load.exception()
-            published = pub.snapshot()
-            assert not pub.unacked, pub.errors[:5]
-            await wait_delivered(published, clients, timeout=20)
-            reports = [check_no_loss(published, c) for c in clients]
+            reports = await check_load(load, pub, clients)
             assert all(c.ready for c in clients), [c.summary() for c in clients if not c.ready]
     assert sum(r["messages"] for r in reports) > 0
     assert await metric(control, "herald_control_drain_requests_total") == 3
@@ -198,12 +195,7 @@ async def test_scale_out_rebalances_connections_onto_the_new_node_without_loss(
             finally:
                 stop.set()
                 await asyncio.gather(load, return_exceptions=True)
-            assert load.exception() is None, load.exception()
-            published = pub.snapshot()
-            assert not pub.unacked, pub.errors[:5]
-            await wait_delivered(published, clients, timeout=20)
-            for c in clients:
-                check_no_loss(published, c)
+            await check_load(load, pub, clients)
 
             status, body = await admin(control, "POST", "/admin/rebalance")
             assert status == 200 and body["status"] == "balanced", (status, body)
