@@ -21,11 +21,15 @@ from herald.core.web.ops import add_ops_routes
 from .drain import handle_order, resync, start_drain
 from .runtime import RUNTIME, NodeRuntime
 from .sse import handle_events
-from .ws import handle_ws
 
 __all__ = ["build_node_app"]
 
 _STATIC = resources.files("herald.node") / "static"
+
+
+async def ws_not_upgraded(request: web.Request) -> web.Response:
+    """`/ws` requests that are not WebSocket upgrades (node/edge.py serves the upgrades)."""
+    return json_error(400, "bad_request", "expected a WebSocket upgrade (Upgrade: websocket, Connection: Upgrade)")
 
 
 async def client_js(request: web.Request) -> web.Response:
@@ -115,7 +119,7 @@ def build_node_app(config: NodeConfig, engine: Engine, services: Sequence[Servic
         await engine.close()
 
     app.cleanup_ctx.append(lifecycle)
-    app.router.add_get("/ws", handle_ws)
+    app.router.add_route("*", "/ws", ws_not_upgraded)
     app.router.add_get("/events", handle_events)
     add_api_routes(app)
     app.router.add_post("/admin/drain", admin_drain)

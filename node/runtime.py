@@ -55,6 +55,7 @@ class NodeRuntime:
         self.engine = engine
         self.node_id = config.effective_node_id()
         self.metrics = NodeMetrics(self.node_id)
+        self.msgs_in_ws = self.metrics.messages_in.labels("ws")
         self.hub = Hub(self.node_id, engine, self.metrics)
         self.auth = Authenticator(config.jwt, leeway=0.0)
         if not config.dev and config.jwt_algorithm == "HS256" and len((config.jwt_secret or "").encode()) < 32:
@@ -96,25 +97,24 @@ class NodeRuntime:
             return "ready"
         return "drained" if self.drain_task is not None and self.drain_task.done() else "draining"
 
-    def origin_allowed(self, request: web.Request) -> bool:
-        origin = request.headers.get("Origin")
+    def origin_allowed(self, origin: str | None, host: str) -> bool:
+        """A browser's `Origin` must be allowed, or the node's own `Host`."""
         if origin is None:
             return True  # not a browser: nothing to protect against
         allowed = self.config.allowed_origins
         if "*" in allowed or origin in allowed:
             return True
-        return urlsplit(origin).netloc.lower() == request.host.lower()
+        return urlsplit(origin).netloc.lower() == host.lower()
 
     def verify(self, token: str, now: float) -> Principal:
         return self.auth.verify(token, now)
 
     @staticmethod
-    def token_from_request(request: web.Request) -> str | None:
-        header = request.headers.get("Authorization", "")
-        if header[:7].lower() == "bearer ":
-            return header[7:].strip()
-        token = request.query.get("token") or request.cookies.get("herald_token")
-        return token or None
+    def token_from(authorization: str | None, query_token: str | None, cookie_token: str | None) -> str | None:
+        """A client's token: `Authorization: Bearer`, else `?token=`, else the `herald_token` cookie."""
+        if authorization and authorization[:7].lower() == "bearer ":
+            return authorization[7:].strip()
+        return query_token or cookie_token or None
 
     # --- admission ----------------------------------------------------------------------------
     def admit(self, ip: str) -> None:

@@ -13,6 +13,7 @@ from herald.core.web.serve import serve_until_signal
 
 from .app import Service, build_node_app
 from .drain import start_drain
+from .edge import edge_factory
 from .runtime import RUNTIME
 
 __all__ = ["serve_node"]
@@ -27,4 +28,5 @@ async def serve_node(config: NodeConfig, engine: Engine, on_ready: Callable[[int
     # drain() turns readiness to 503 and refuses new connections at once; the listener stays open
     # for probes and the server API until every client is gone or the window ends.
     await serve_until_signal(app, config.host, config.port, component="node", ident=rt.node_id,
-                             on_ready=on_ready, before_cleanup=lambda: asyncio.shield(start_drain(rt)))
+                             on_ready=on_ready, before_cleanup=lambda: asyncio.shield(start_drain(rt)),
+                             edge=edge_factory(rt))

@@ -133,11 +133,12 @@ def _requested_channels(request: web.Request, principal: Principal, max_channels
 
 async def handle_events(request: web.Request) -> web.StreamResponse:
     rt = request.app[RUNTIME]
-    if not rt.origin_allowed(request):
+    if not rt.origin_allowed(request.headers.get("Origin"), request.host):
         rt.metrics.refused.labels("origin").inc()
         return json_error(403, "forbidden", "origin not allowed")
     now = time.time()
-    token = rt.token_from_request(request)
+    token = rt.token_from(request.headers.get("Authorization"), request.query.get("token"),
+                          request.cookies.get("herald_token"))
     try:
         if token is None:
             raise Unauthorized("missing token")

@@ -1,23 +1,26 @@
-"""`GET /ws`: a thin adapter between aiohttp's WebSocket and the sans-I/O Session.
+"""A WebSocket connection after the handshake: an asyncio.Protocol over the raw transport, an
+adapter between the client's frames and the sans-I/O Session.
 
-Read a frame → `session.receive()` → run the returned command against the engine → write
-`session.frames_to_send()`. Published messages bypass the session's encoder: the hub hands every
-subscriber the same pre-encoded frame, written straight to the transport.
+Frames in → `FrameReader` → messages queued → one short-lived task runs them in order against
+the engine (`session.receive()`, then the command) → `session.frames_to_send()` written out.
+Published messages bypass the session's encoder: the hub hands every subscriber the same
+pre-encoded frame, written straight to the transport. An idle connection holds no task, no
+parser buffer and no HTTP request: only this object, its Session and the transport.
+
+The handshake itself is done by `node/edge.py`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
+from collections import deque
 from typing import Any
 
 import structlog
-from aiohttp import WSMsgType, web
 
 from herald.core.engine.base import PresenceEntry
 from herald.core.protocol.closecodes import ADVISORY_SLOW, Advisory, CloseCode
-from herald.core.protocol.codec import SUBPROTOCOLS, codec_for_subprotocol
 from herald.core.protocol.envelope import (
     Auth,
     Chat,
@@ -31,36 +34,190 @@ from herald.core.protocol.envelope import (
     Who,
     personal_channel,
 )
-from herald.core.protocol.errors import HeraldError, PayloadTooBig, Unauthorized
-from herald.core.protocol.frames import PING_FRAME, ws_frame
+from herald.core.protocol.errors import HeraldError, PayloadTooBig
+from herald.core.protocol.frames import OP_CLOSE, OP_PING, OP_PONG, PING_FRAME, ws_frame
 from herald.core.protocol.session import Session, Tick
+from herald.core.protocol.wsreader import FrameError, FrameReader, close_payload
 
-from herald.core.web.http import json_error
 from .hub import Encoded, Subscriber
-from .runtime import RUNTIME, NodeRuntime, Refusal
+from .runtime import NodeRuntime, Refusal
 
-__all__ = ["handle_ws", "WsConnection"]
+__all__ = ["WsConnection"]
 
 log = structlog.get_logger("herald.node.ws")
 
-_CLOSE_TIMEOUT = 5.0
+_CLOSE_TIMEOUT = 5.0  # seconds a client gets to answer our close frame
 _MAX_WHO = 1000
 _MAX_HISTORY = 1000
+_INBOX_HIGH = 64  # queued client messages: stop reading the socket above this...
+_INBOX_LOW = 16  # ...and resume below this
+_OPEN = object()  # inbox marker: admit the connection (per-user limit, personal channel)
 
 
-class WsConnection(Subscriber):
-    __slots__ = ("rt", "ws", "transport", "session", "ip", "opcode", "user", "_closing", "_buffer_limit")
+class WsConnection(Subscriber, asyncio.Protocol):
+    __slots__ = ("rt", "transport", "session", "ip", "opcode", "user", "_reader", "_inbox", "_worker", "_closing",
+                 "_counted", "_lost", "_paused", "_peer_code", "_abort")
 
-    def __init__(self, rt: NodeRuntime, ws: web.WebSocketResponse, transport: Any, session: Session, ip: str) -> None:
+    def __init__(self, rt: NodeRuntime, transport: Any, session: Session, ip: str) -> None:
         self.rt = rt
-        self.ws = ws
         self.transport = transport
         self.session = session
         self.ip = ip
         self.opcode = session.codec.opcode
         self.user = session.user
-        self._closing = False
-        self._buffer_limit = rt.config.send_buffer
+        self._reader = FrameReader(rt.config.max_message_size)
+        self._inbox: deque[Any] = deque()
+        self._worker: asyncio.Task[None] | None = None
+        self._closing = False  # our close frame is out (or the transport is gone)
+        self._counted = False  # registered in the runtime (connections, per-IP, metrics)
+        self._lost = False
+        self._paused = False
+        self._peer_code: int | None = None  # the code of the client's close frame
+        self._abort: asyncio.TimerHandle | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------------
+    def start(self, pending: bytes) -> None:
+        """The 101 is out and this object is the transport's protocol: apply the node's limits,
+        then admit the connection in the background; `pending` are bytes the client sent early."""
+        try:
+            self.rt.admit(self.ip)
+        except Refusal as refusal:
+            self.rt.refused(refusal)
+            self.session.close(refusal.close_code, str(refusal))
+            self.close()
+            return
+        self._enqueue(_OPEN)
+        if pending:
+            self.data_received(pending)
+
+    async def _admit(self) -> None:
+        s, rt = self.session, self.rt
+        if s.principal is not None:
+            try:
+                await rt.acquire_user(s.user, s.client_id)
+            except HeraldError as exc:  # a limit, or the engine is unreachable (1011: retry later)
+                s.frames_to_send()  # the queued `connected` must not go out
+                if isinstance(exc, Refusal):
+                    rt.refused(exc)
+                    s.close(exc.close_code, str(exc))
+                else:
+                    s.close(CloseCode.INTERNAL_ERROR, exc.slug)
+                return
+        self._counted = True
+        rt.ws[s.client_id] = self
+        rt.per_ip[self.ip] += 1
+        rt.metrics.accepted.labels("ws").inc()
+        rt.metrics.connections.labels("ws").inc()
+        if s.principal is not None:
+            await self.open()
+        log.info("ws.connected", client=s.client_id, user=s.user or None, codec=s.codec.name)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = self._closing = True
+        self._inbox.clear()
+        if self._abort is not None:
+            self._abort.cancel()
+        if self._worker is None:
+            self.rt.tasks.spawn(self._finish(), name="ws.finish")
+        # else the worker finishes what it is doing, then calls _finish()
+
+    async def _finish(self) -> None:
+        s, rt = self.session, self.rt
+        if not self._counted:
+            return
+        self._counted = False
+        rt.ws.pop(s.client_id, None)
+        rt.per_ip[self.ip] -= 1
+        if rt.per_ip[self.ip] <= 0:
+            del rt.per_ip[self.ip]
+        rt.metrics.connections.labels("ws").dec()
+        code = s.close_code or self._peer_code or CloseCode.GOING_AWAY
+        rt.metrics.closed.labels("ws", str(int(code))).inc()
+        log.info("ws.closed", client=s.client_id, user=s.user or None, code=int(code),
+                 duration_ms=int((time.time() - s.opened_at) * 1000), msgs_in=s.msgs_in, msgs_out=s.msgs_out)
+        await self.cleanup()
+
+    # --- input --------------------------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        if self._lost:
+            return
+        try:
+            events = self._reader.feed(data)
+        except FrameError as exc:
+            self.session.close(exc.code, exc.reason)
+            self.close()
+            return
+        for op, payload in events:
+            if op == OP_CLOSE:
+                self._on_close_frame(payload)  # type: ignore[arg-type]
+                return
+            if self._closing:
+                continue  # waiting for the client's close frame: nothing else matters
+            if op == OP_PING:
+                self.write(ws_frame(OP_PONG, payload))  # type: ignore[arg-type]
+            elif op == OP_PONG:
+                self.session.pong(time.time())
+            else:
+                self.rt.msgs_in_ws.inc()
+                self._enqueue(payload)
+
+    def eof_received(self) -> bool:
+        return False  # the transport closes itself
+
+    def _on_close_frame(self, payload: tuple[int | None, str]) -> None:
+        code, _reason = payload
+        self._peer_code = code
+        if not self._closing:  # the client closes: answer with its code, then hang up
+            self._closing = True
+            self.transport.write(ws_frame(OP_CLOSE, close_payload(code or CloseCode.NORMAL)))
+        self.transport.close()
+
+    def _enqueue(self, item: Any) -> None:
+        self._inbox.append(item)
+        if self._worker is None:
+            self._worker = self.rt.tasks.spawn(self._work(), name="ws.work")
+        elif len(self._inbox) > _INBOX_HIGH and not self._paused:
+            self._paused = True
+            self.transport.pause_reading()
+
+    async def _work(self) -> None:
+        """Run queued messages one at a time, in order; exit when the queue is empty."""
+        s = self.session
+        try:
+            while self._inbox and not self._closing:
+                item = self._inbox.popleft()
+                if self._paused and len(self._inbox) < _INBOX_LOW:
+                    self._paused = False
+                    self.transport.resume_reading()
+                try:
+                    if item is _OPEN:
+                        await self._admit()
+                    else:
+                        cmd = s.receive(item, time.time())
+                        if isinstance(cmd, Auth):
+                            await self._first_message_auth()
+                        elif cmd is not None:
+                            await self.run(cmd)
+                except HeraldError as exc:  # the engine is unreachable: the client retries
+                    s.close(CloseCode.INTERNAL_ERROR, exc.slug)
+                self.flush()
+        finally:
+            self._worker = None
+            if self._lost:
+                await self._finish()
+
+    async def _first_message_auth(self) -> None:
+        s = self.session
+        try:
+            await self.rt.acquire_user(s.principal.user, s.client_id)
+        except HeraldError as exc:  # Refusal or engine unavailable: nothing was counted
+            if isinstance(exc, Refusal):
+                self.rt.refused(exc)
+            s.principal = None
+            s.close(getattr(exc, "close_code", CloseCode.INTERNAL_ERROR), str(exc))
+            return
+        s.authenticated()
+        await self.open()
 
     # --- output -------------------------------------------------------------------------------
     def write(self, data: bytes) -> None:
@@ -68,7 +225,7 @@ class WsConnection(Subscriber):
         if self._closing or transport.is_closing():
             return
         transport.write(data)
-        if transport.get_write_buffer_size() > self._buffer_limit:
+        if transport.get_write_buffer_size() > self.rt.config.send_buffer:
             self.rt.metrics.slow.inc()
             self.session.close(ADVISORY_SLOW.close_code, "slow consumer")
             self.close(ADVISORY_SLOW)
@@ -104,30 +261,28 @@ class WsConnection(Subscriber):
             self.write(PING_FRAME)
         elif result is Tick.CLOSE:
             self.close()
+            if self.session.close_code == CloseCode.GOING_AWAY:
+                self.transport.close()  # no pong: nobody will answer the close frame
             return
         self.flush()
 
     def close(self, advisory: Advisory | None = None, after_ms: int = 0) -> None:
-        """Close with the session's close code (or the advisory's), once, without blocking."""
+        """Send the close frame with the session's close code (or the advisory's), once, without
+        blocking; the connection ends when the client answers or after _CLOSE_TIMEOUT."""
         if self._closing:
             return
-        self._closing = True
+        transport, s = self.transport, self.session
         if advisory is not None:
-            if not self.transport.is_closing():
-                self.transport.write(ws_frame(self.opcode, self.session.codec.encode(
+            if not transport.is_closing():
+                transport.write(ws_frame(self.opcode, s.codec.encode(
                     {"type": "reconnect", "reason": advisory.reason, "after_ms": after_ms})))
-            self.session.close(advisory.close_code, advisory.reason)
-        code = self.session.close_code or CloseCode.NORMAL
-        self.rt.tasks.spawn(self._close(int(code), self.session.close_reason), name="ws.close")
-
-    async def _close(self, code: int, reason: str) -> None:
-        try:
-            async with asyncio.timeout(_CLOSE_TIMEOUT):
-                await self.ws.close(code=code, message=reason.encode()[:120])
-        except (TimeoutError, ConnectionError):
-            pass
-        finally:
-            self.transport.abort() if not self.transport.is_closing() else None
+            s.close(advisory.close_code, advisory.reason)
+        self._closing = True
+        self._inbox.clear()
+        if transport.is_closing():
+            return
+        transport.write(ws_frame(OP_CLOSE, close_payload(int(s.close_code or CloseCode.NORMAL), s.close_reason)))
+        self._abort = asyncio.get_running_loop().call_later(_CLOSE_TIMEOUT, transport.abort)
 
     # --- commands -----------------------------------------------------------------------------
     def presence_entry(self) -> PresenceEntry:
@@ -214,116 +369,3 @@ class WsConnection(Subscriber):
             pass
 
 
-async def handle_ws(request: web.Request) -> web.StreamResponse:
-    rt = request.app[RUNTIME]
-    if not rt.origin_allowed(request):
-        rt.metrics.refused.labels("origin").inc()
-        return json_error(403, "forbidden", "origin not allowed")
-    if rt.draining:
-        rt.metrics.refused.labels("draining").inc()
-        return json_error(503, "draining", "node is draining: connect to another node")
-    now = time.time()
-    token = rt.token_from_request(request)
-    principal = None
-    if token is not None:
-        try:
-            principal = rt.verify(token, now)
-        except Unauthorized as exc:
-            rt.metrics.refused.labels("unauthorized").inc()
-            return json_error(401, "unauthorized", str(exc))
-    cfg = rt.config
-    ws = web.WebSocketResponse(protocols=SUBPROTOCOLS, autoping=False, compress=False,
-                               max_msg_size=cfg.max_message_size, timeout=_CLOSE_TIMEOUT)
-    await ws.prepare(request)
-    transport = request.transport
-    if transport is None:
-        return ws
-    ip = request.remote or "?"
-    client_id = secrets.token_urlsafe(9)
-    session = Session(client_id, rt.node_id, codec_for_subprotocol(ws.ws_protocol), rt.limits, rt.verify, now,
-                      principal, on_error=rt.count_error)
-    conn = WsConnection(rt, ws, transport, session, ip)
-    counted = False
-    try:
-        try:
-            rt.admit(ip)
-            if principal is not None:
-                await rt.acquire_user(principal.user, client_id)
-        except Refusal as refusal:
-            rt.refused(refusal)
-            await ws.close(code=int(refusal.close_code), message=str(refusal).encode())
-            return ws
-        except HeraldError as exc:  # the engine is unreachable: the upgrade is done, so close 1011
-            await ws.close(code=int(CloseCode.INTERNAL_ERROR), message=exc.slug.encode())
-            return ws
-        counted = True
-        rt.ws[client_id] = conn
-        rt.per_ip[ip] += 1
-        rt.metrics.accepted.labels("ws").inc()
-        rt.metrics.connections.labels("ws").inc()
-        try:
-            if principal is not None:
-                await conn.open()
-            conn.flush()
-            log.info("ws.connected", client=client_id, user=session.user or None, codec=session.codec.name)
-            await _receive_loop(rt, ws, conn, session)
-        except HeraldError as exc:  # engine unavailable while registering: the client retries
-            session.close(CloseCode.INTERNAL_ERROR, exc.slug)
-        if session.close_code is not None and not ws.closed:
-            # closed by the server from inside the loop (auth failure, limit): send the code now,
-            # before aiohttp finishes the response with a plain 1000
-            await conn._close(int(session.close_code), session.close_reason)
-    finally:
-        if counted:
-            rt.ws.pop(client_id, None)
-            rt.per_ip[ip] -= 1
-            if rt.per_ip[ip] <= 0:
-                del rt.per_ip[ip]
-            rt.metrics.connections.labels("ws").dec()
-            code = session.close_code or ws.close_code or CloseCode.GOING_AWAY
-            rt.metrics.closed.labels("ws", str(int(code))).inc()
-            log.info("ws.closed", client=client_id, user=session.user or None, code=int(code),
-                          duration_ms=int((time.time() - session.opened_at) * 1000),
-                          msgs_in=session.msgs_in, msgs_out=session.msgs_out)
-            await conn.cleanup()
-    return ws
-
-
-async def _receive_loop(rt: NodeRuntime, ws: web.WebSocketResponse, conn: WsConnection, session: Session) -> None:
-    msgs_in = rt.metrics.messages_in.labels("ws")
-    while not conn._closing:
-        msg = await ws.receive()
-        kind = msg.type
-        if kind is WSMsgType.TEXT or kind is WSMsgType.BINARY:
-            msgs_in.inc()
-            cmd = session.receive(msg.data, time.time())
-            if cmd is not None:
-                if isinstance(cmd, Auth):
-                    await _first_message_auth(rt, conn, session)
-                else:
-                    await conn.run(cmd)
-            conn.flush()
-        elif kind is WSMsgType.PING:
-            conn.write(ws_frame(0xA, msg.data))
-        elif kind is WSMsgType.PONG:
-            session.pong(time.time())
-        elif kind is WSMsgType.CLOSE:
-            await ws.close()
-            return
-        else:  # CLOSING, CLOSED, ERROR (aiohttp already sent 1009 / 1007 / 1002)
-            if kind is WSMsgType.ERROR and isinstance(getattr(msg.data, "code", None), int):
-                session.close(msg.data.code, "protocol error")
-            return
-
-
-async def _first_message_auth(rt: NodeRuntime, conn: WsConnection, session: Session) -> None:
-    try:
-        await rt.acquire_user(session.principal.user, session.client_id)
-    except HeraldError as exc:  # Refusal or engine unavailable: nothing was counted
-        if isinstance(exc, Refusal):
-            rt.refused(exc)
-        session.principal = None
-        session.close(getattr(exc, "close_code", CloseCode.INTERNAL_ERROR), str(exc))
-        return
-    session.authenticated()
-    await conn.open()

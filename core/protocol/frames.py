@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import struct
 
-__all__ = ["ws_frame", "OP_TEXT", "OP_BINARY", "OP_PING", "OP_PONG", "PING_FRAME"]
+__all__ = ["ws_frame", "OP_CONT", "OP_TEXT", "OP_BINARY", "OP_CLOSE", "OP_PING", "OP_PONG", "PING_FRAME"]
 
+OP_CONT = 0x0
 OP_TEXT = 0x1
 OP_BINARY = 0x2
+OP_CLOSE = 0x8
 OP_PING = 0x9
 OP_PONG = 0xA
 

@@ -6,6 +6,8 @@ import asyncio
 import signal
 from collections.abc import Awaitable, Callable
 
+ProtocolFactory = Callable[[], asyncio.Protocol]
+
 import structlog
 from aiohttp import web
 
@@ -25,20 +27,23 @@ async def serve_until_signal(
     ident: str,
     on_ready: Callable[[int], None] | None = None,
     before_cleanup: Callable[[], Awaitable[object]] | None = None,
+    edge: Callable[[ProtocolFactory], ProtocolFactory] | None = None,
 ) -> None:
     """Listen; on the first signal run `before_cleanup` (e.g. drain) while still listening, then
-    clean up; a second signal stops at once."""
+    clean up; a second signal stops at once. `edge` wraps aiohttp's protocol factory: a protocol
+    that sees each connection first and may hand it to aiohttp (the node's WebSocket edge)."""
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=4096, reuse_address=True)
-    await site.start()
-    bound = runner.addresses[0][1] if runner.addresses else port
+    loop = asyncio.get_running_loop()
+    factory: ProtocolFactory = runner.server  # type: ignore[assignment]
+    server = await loop.create_server(edge(factory) if edge else factory, host, port, backlog=4096,
+                                      reuse_address=True)
+    bound = server.sockets[0].getsockname()[1]
     structlog.contextvars.bind_contextvars(component=component, **{component: ident})
     log.info(f"{component}.started", host=host, port=bound)
     if on_ready is not None:
         on_ready(bound)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     signals = (signal.SIGTERM, signal.SIGINT)
     for sig in signals:
         loop.add_signal_handler(sig, stop.set)
@@ -50,6 +55,7 @@ async def serve_until_signal(
         if before_cleanup is not None:
             await before_cleanup()
     finally:
+        server.close()
         # Bounded: a stuck cleanup (an unreachable Redis, a task that ignores cancellation) must not
         # keep a drained process alive until the orchestrator kills it.
         try:

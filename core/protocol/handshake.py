@@ -1,0 +1,147 @@
+"""The WebSocket opening handshake (RFC 6455 §4.2), sans-I/O: request head in, response bytes out.
+
+`parse_head(data)` parses an HTTP/1.1 request head with httptools (llhttp, the parser of
+Node.js and uvicorn); `upgrade_error(head)` says what is wrong with it as a WebSocket upgrade;
+`accept(head, subprotocols)` builds the `101 Switching Protocols` answer.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from urllib.parse import parse_qsl
+
+import httptools
+import orjson
+
+__all__ = ["Head", "HeadError", "parse_head", "upgrade_error", "accept", "http_error", "MAX_HEAD"]
+
+MAX_HEAD = 16384  # bytes of request line and headers (aiohttp's limit is 8190 per line)
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+class HeadError(Exception):
+    """An unparseable request head: answer 400 and close."""
+
+
+@dataclass(slots=True)
+class Head:
+    method: str
+    path: str
+    query_string: str
+    version: str
+    headers: dict[str, str] = field(default_factory=dict)  # lower-case names; repeats joined by ", "
+    upgrade: bool = False  # llhttp saw `Connection: upgrade` with an `Upgrade` header
+    body_start: int = 0  # offset of the bytes after the head in the data parsed
+
+    def query(self, name: str) -> str | None:
+        for key, value in parse_qsl(self.query_string, keep_blank_values=True):
+            if key == name:
+                return value
+        return None
+
+    def cookie(self, name: str) -> str | None:
+        for part in self.headers.get("cookie", "").split(";"):
+            key, sep, value = part.strip().partition("=")
+            if sep and key == name:
+                return value.strip('"')
+        return None
+
+
+class _Collector:
+    __slots__ = ("url", "headers", "complete")
+
+    def __init__(self) -> None:
+        self.url = b""
+        self.headers: dict[str, str] = {}
+        self.complete = False
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        self.headers[key] = f"{self.headers[key]}, {text}" if key in self.headers else text
+
+    def on_headers_complete(self) -> None:
+        self.complete = True
+
+
+def parse_head(data: bytes) -> Head | None:
+    """The request head at the start of `data`, or None if it is not complete yet."""
+    collector = _Collector()
+    parser = httptools.HttpRequestParser(collector)
+    upgrade_at = None
+    try:
+        parser.feed_data(data)
+    except httptools.HttpParserUpgrade as exc:
+        upgrade_at = exc.args[0]
+    except httptools.HttpParserError as exc:
+        raise HeadError(str(exc) or "malformed request") from None
+    if not collector.complete:
+        if len(data) > MAX_HEAD:
+            raise HeadError("request head too large")
+        return None
+    try:
+        url = httptools.parse_url(collector.url)
+    except httptools.HttpParserInvalidURLError:
+        raise HeadError("malformed request target") from None
+    body_start = upgrade_at if upgrade_at is not None else data.find(b"\r\n\r\n") + 4
+    return Head(parser.get_method().decode(), (url.path or b"/").decode("latin-1"),
+                (url.query or b"").decode("latin-1"), parser.get_http_version(), collector.headers,
+                upgrade_at is not None, body_start)
+
+
+def _tokens(value: str) -> set[str]:
+    return {t.strip().lower() for t in value.split(",")}
+
+
+def upgrade_error(head: Head) -> tuple[int, str] | None:
+    """Why `head` is not a valid WebSocket upgrade, as (status, message); None when it is."""
+    h = head.headers
+    if head.method != "GET":
+        return 405, "WebSocket upgrades use GET"
+    if head.version != "1.1":
+        return 400, "WebSocket upgrades need HTTP/1.1"
+    if "websocket" not in _tokens(h.get("upgrade", "")) or "upgrade" not in _tokens(h.get("connection", "")):
+        return 400, "expected a WebSocket upgrade (Upgrade: websocket, Connection: Upgrade)"
+    if h.get("sec-websocket-version", "").strip() != "13":
+        return 426, "unsupported WebSocket version: 13 is supported"
+    try:
+        if len(base64.b64decode(h.get("sec-websocket-key", "").strip(), validate=True)) != 16:
+            raise ValueError
+    except (ValueError, binascii.Error):
+        return 400, "Sec-WebSocket-Key must be 16 bytes in base64"
+    return None
+
+
+def choose_subprotocol(head: Head, supported: tuple[str, ...]) -> str | None:
+    """The first subprotocol the client offers that the server speaks."""
+    for offered in head.headers.get("sec-websocket-protocol", "").split(","):
+        if offered.strip() in supported:
+            return offered.strip()
+    return None
+
+
+def accept(head: Head, subprotocol: str | None) -> bytes:
+    """The 101 answer to a valid upgrade (`upgrade_error(head)` is None)."""
+    key = head.headers["sec-websocket-key"].strip().encode()
+    digest = base64.b64encode(hashlib.sha1(key + _GUID).digest())  # noqa: S324 (RFC 6455 mandates SHA-1)
+    lines = [b"HTTP/1.1 101 Switching Protocols", b"Upgrade: websocket", b"Connection: Upgrade",
+             b"Sec-WebSocket-Accept: " + digest]
+    if subprotocol is not None:
+        lines.append(b"Sec-WebSocket-Protocol: " + subprotocol.encode())
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+def http_error(status: int, slug: str, message: str, extra: dict[str, str] | None = None) -> bytes:
+    """A complete `Connection: close` response with the contract's JSON error body."""
+    body = orjson.dumps({"error": {"code": slug, "message": message}})
+    lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}", "Content-Type: application/json",
+             f"Content-Length: {len(body)}", "Connection: close", "X-Content-Type-Options: nosniff"]
+    lines += [f"{k}: {v}" for k, v in (extra or {}).items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body

@@ -1,0 +1,123 @@
+"""The node's listener protocol: the first request on a connection decides who serves it.
+
+A WebSocket upgrade on `/ws` is answered here (origin, draining and token checks, then `101`),
+and the transport is handed to a `WsConnection` for the rest of its life: no HTTP request object,
+handler task or aiohttp reader stays behind for a connection that may idle for hours. Every
+other request (SSE, the server API, probes, metrics, pages) goes to aiohttp unchanged: its
+request handler takes over the transport with the bytes read so far.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Callable
+
+from herald.core.protocol.codec import SUBPROTOCOLS, codec_for_subprotocol
+from herald.core.protocol.errors import Unauthorized
+from herald.core.protocol.handshake import (
+    MAX_HEAD,
+    Head,
+    HeadError,
+    accept,
+    choose_subprotocol,
+    http_error,
+    parse_head,
+    upgrade_error,
+)
+from herald.core.protocol.session import Session
+
+from .runtime import NodeRuntime
+from .ws import WsConnection
+
+__all__ = ["EdgeProtocol", "edge_factory"]
+
+_WS_LINE = b"GET /ws"
+_UPGRADE_SLUGS = {405: "method_not_allowed", 426: "upgrade_required"}
+
+
+class EdgeProtocol(asyncio.Protocol):
+    __slots__ = ("rt", "fallback", "transport", "buf")
+
+    def __init__(self, rt: NodeRuntime, fallback: Callable[[], asyncio.Protocol]) -> None:
+        self.rt = rt
+        self.fallback = fallback
+        self.transport: asyncio.Transport | None = None
+        self.buf = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf = self.buf + data
+        prefix = buf[:len(_WS_LINE)]
+        if prefix != _WS_LINE[:len(prefix)] or (len(buf) > len(_WS_LINE) and buf[7:8] not in (b" ", b"?")):
+            return self._hand_off()
+        if buf.find(b"\r\n\r\n") < 0:
+            if len(buf) > MAX_HEAD:
+                self._hand_off()
+            return None
+        try:
+            head = parse_head(buf)
+        except HeadError:
+            return self._hand_off()  # aiohttp answers malformed requests
+        if head is None or not head.upgrade or head.path != "/ws":
+            return self._hand_off()  # e.g. a plain GET /ws: aiohttp's route explains
+        return self._upgrade(head, buf[head.body_start:])
+
+    def eof_received(self) -> bool:
+        return False
+
+    def _hand_off(self) -> None:
+        transport, buf = self.transport, self.buf
+        self.buf = b""
+        protocol = self.fallback()
+        transport.set_protocol(protocol)  # type: ignore[union-attr]
+        protocol.connection_made(transport)  # type: ignore[arg-type]
+        protocol.data_received(buf)
+
+    def _refuse(self, status: int, slug: str, message: str, reason: str | None = None,
+                headers: dict[str, str] | None = None) -> None:
+        if reason is not None:
+            self.rt.metrics.refused.labels(reason).inc()
+        self.transport.write(http_error(status, slug, message, headers))  # type: ignore[union-attr]
+        self.transport.close()  # type: ignore[union-attr]
+
+    def _upgrade(self, head: Head, pending: bytes) -> None:
+        rt, transport = self.rt, self.transport
+        assert transport is not None
+        self.buf = b""
+        problem = upgrade_error(head)
+        if problem is not None:
+            status, message = problem
+            extra = {"Sec-WebSocket-Version": "13"} if status == 426 else None
+            return self._refuse(status, _UPGRADE_SLUGS.get(status, "bad_request"), message, headers=extra)
+        h = head.headers
+        if not rt.origin_allowed(h.get("origin"), h.get("host", "")):
+            return self._refuse(403, "forbidden", "origin not allowed", "origin")
+        if rt.draining:
+            return self._refuse(503, "draining", "node is draining: connect to another node", "draining")
+        now = time.time()
+        token = rt.token_from(h.get("authorization"), head.query("token"), head.cookie("herald_token"))
+        principal = None
+        if token is not None:
+            try:
+                principal = rt.verify(token, now)
+            except Unauthorized as exc:
+                return self._refuse(401, "unauthorized", str(exc), "unauthorized")
+        subprotocol = choose_subprotocol(head, SUBPROTOCOLS)
+        peer = transport.get_extra_info("peername")
+        ip = peer[0] if isinstance(peer, tuple) else "?"
+        session = Session(secrets.token_urlsafe(9), rt.node_id, codec_for_subprotocol(subprotocol), rt.limits,
+                          rt.verify, now, principal, on_error=rt.count_error)
+        conn = WsConnection(rt, transport, session, ip)
+        transport.write(accept(head, subprotocol))
+        transport.set_protocol(conn)
+        conn.start(pending)
+        return None
+
+
+def edge_factory(rt: NodeRuntime) -> Callable[[Callable[[], asyncio.Protocol]], Callable[[], asyncio.Protocol]]:
+    """For `serve_until_signal`: wrap aiohttp's protocol factory with the edge."""
+    return lambda fallback: lambda: EdgeProtocol(rt, fallback)
