@@ -5,6 +5,9 @@ encoded at most once per wire format (JSON frame, msgpack frame, SSE tail) and t
 written to every subscriber's transport. Registration with the engine follows the local set: the
 first local subscriber registers the node for the channel, the last one leaving unregisters it;
 per-channel serialization keeps the engine's view in the order of local changes.
+
+Most channels (and users) of a node have one local subscriber, so the registries keep a lone
+subscriber as the value itself and only use a dict once there are two (see `_Registry`).
 """
 
 from __future__ import annotations
@@ -75,15 +78,60 @@ class Subscriber:
     def disconnect(self, code: int) -> None: ...
 
 
+class _Registry:
+    """Key → its subscribers, in the order they were added. A key with one subscriber maps to
+    it directly; a second one promotes the value to a dict, and it goes back to one below two."""
+
+    __slots__ = ("_map",)
+
+    def __init__(self) -> None:
+        self._map: dict[str, Subscriber | dict[Subscriber, None]] = {}
+
+    def __len__(self) -> int:
+        return len(self._map)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._map
+
+    def get(self, key: str) -> Sequence[Subscriber]:
+        """A snapshot of `key`'s subscribers (safe to iterate while they change)."""
+        value = self._map.get(key)
+        if value is None:
+            return ()
+        return list(value) if isinstance(value, dict) else (value,)
+
+    def add(self, key: str, conn: Subscriber) -> None:
+        value = self._map.get(key)
+        if value is None:
+            self._map[key] = conn
+        elif isinstance(value, dict):
+            value[conn] = None
+        elif value is not conn:
+            self._map[key] = {value: None, conn: None}
+
+    def remove(self, key: str, conn: Subscriber) -> bool:
+        """Remove `conn` from `key`; True when it was there."""
+        value = self._map.get(key)
+        if value is conn:
+            del self._map[key]
+            return True
+        if not isinstance(value, dict) or conn not in value:
+            return False
+        del value[conn]
+        if len(value) == 1:
+            self._map[key] = next(iter(value))
+        return True
+
+
 class Hub:
     def __init__(self, node_id: str, engine: Engine, metrics: NodeMetrics) -> None:
         self.node_id = node_id
         self.engine = engine
         self.metrics = metrics
-        self._channels: dict[str, dict[Subscriber, None]] = {}
+        self._channels = _Registry()
         self._registered: set[str] = set()
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
-        self._users: dict[str, dict[Subscriber, None]] = {}
+        self._users = _Registry()
         self.on_order: Callable[[Order], None] = lambda order: None  # control-plane orders (runtime)
 
     # --- local registry ---------------------------------------------------------------------
@@ -94,27 +142,18 @@ class Hub:
     async def add(self, channel: str, conn: Subscriber) -> None:
         """Add `conn` locally, then make sure the engine routes `channel` here. On return the
         registration is in effect, so reading history now cannot miss a message."""
-        self._channels.setdefault(channel, {})[conn] = None
+        self._channels.add(channel, conn)
         await self._reconcile(channel)
 
     async def remove(self, channel: str, conn: Subscriber) -> None:
-        conns = self._channels.get(channel)
-        if conns is None or conn not in conns:
-            return
-        del conns[conn]
-        if not conns:
-            del self._channels[channel]
+        if self._channels.remove(channel, conn) and channel not in self._channels:
             await self._reconcile(channel)
 
     def add_user(self, conn: Subscriber) -> None:
-        self._users.setdefault(conn.user, {})[conn] = None
+        self._users.add(conn.user, conn)
 
     def remove_user(self, conn: Subscriber) -> None:
-        conns = self._users.get(conn.user)
-        if conns is not None:
-            conns.pop(conn, None)
-            if not conns:
-                del self._users[conn.user]
+        self._users.remove(conn.user, conn)
 
     async def _reconcile(self, channel: str) -> None:
         lock, users = self._locks.get(channel) or (asyncio.Lock(), 0)
@@ -145,7 +184,7 @@ class Hub:
                     continue
                 enc = Encoded(item)
                 sent = 0
-                for conn in list(conns):
+                for conn in conns:
                     try:
                         if conn.deliver(item, enc):
                             sent += 1
@@ -154,10 +193,10 @@ class Hub:
                 self.metrics.delivered(sent, (now_ms - item.ts) / 1000.0)
             elif isinstance(item, Signal):
                 enc = Encoded(item)
-                for conn in list(self._channels.get(item.channel, ())):
+                for conn in self._channels.get(item.channel):
                     conn.signal(enc)
             elif isinstance(item, Disconnect):
-                for conn in list(self._users.get(item.user, ())):
+                for conn in self._users.get(item.user):
                     conn.disconnect(item.code)
             elif isinstance(item, Order):
                 self.on_order(item)

@@ -65,9 +65,13 @@ class MemoryEngine(Engine):
         self._forgotten: tuple[int, int] = ZERO_KEY
         self._idempotency: OrderedDict[str, tuple[float, PublishResult]] = OrderedDict()
         self._nodes: dict[str, DeliverFn] = {}
-        self._subscribers: dict[str, set[str]] = {}  # channel -> nodes with local subscribers
-        self._presence: dict[str, dict[str, PresenceEntry]] = {}
-        self._users: dict[str, set[str]] = {}
+        # channel -> nodes with local subscribers. Tuples: a channel has a few nodes at most, and
+        # channels with the same nodes share one tuple (`_node_sets`), so a channel costs its key.
+        self._subscribers: dict[str, tuple[str, ...]] = {}
+        self._node_sets: dict[tuple[str, ...], tuple[str, ...]] = {}
+        # channel -> its entries by client; a channel with one entry holds it directly (the common case)
+        self._presence: dict[str, PresenceEntry | dict[str, PresenceEntry]] = {}
+        self._users: dict[str, tuple[str, ...]] = {}  # user -> its clients (at most the per-user limit)
         self._sweep_at = 0.0
         self._members: dict[str, tuple[float, dict[str, Any]]] = {}
         self._leases: dict[str, tuple[str, float]] = {}
@@ -89,6 +93,7 @@ class MemoryEngine(Engine):
         self._nodes.pop(node, None)
         for channel in [c for c, nodes in self._subscribers.items() if node in nodes]:
             self._unregister(node, channel)
+        self._node_sets = {nodes: nodes for nodes in self._node_sets if node not in nodes}
 
     # publishing ------------------------------------------------------------------------------
     def _next_offset(self, now: float) -> tuple[int, int]:
@@ -190,45 +195,65 @@ class MemoryEngine(Engine):
 
     # subscriptions ---------------------------------------------------------------------------
     async def subscribe(self, node: str, channel: ChannelName) -> None:
-        self._subscribers.setdefault(channel, set()).add(node)
+        nodes = self._subscribers.get(channel, ())
+        if node not in nodes:
+            self._set_nodes(channel, (*nodes, node))
 
     async def unsubscribe(self, node: str, channel: ChannelName) -> None:
         self._unregister(node, channel)
 
     def _unregister(self, node: str, channel: str) -> None:
-        nodes = self._subscribers.get(channel)
-        if nodes is not None:
-            nodes.discard(node)
-            if not nodes:
-                del self._subscribers[channel]
+        nodes = self._subscribers.get(channel, ())
+        if node in nodes:
+            self._set_nodes(channel, tuple(n for n in nodes if n != node))
+
+    def _set_nodes(self, channel: str, nodes: tuple[str, ...]) -> None:
+        if nodes:
+            self._subscribers[channel] = self._node_sets.setdefault(nodes, nodes)
+        else:
+            del self._subscribers[channel]
 
     # presence --------------------------------------------------------------------------------
     async def presence_add(self, channel: ChannelName, entry: PresenceEntry) -> None:
-        self._presence.setdefault(channel, {})[entry.client] = entry
+        entries = self._presence.get(channel)
+        if isinstance(entries, dict):
+            entries[entry.client] = entry
+        elif entries is None or entries.client == entry.client:
+            self._presence[channel] = entry
+        else:
+            self._presence[channel] = {entries.client: entries, entry.client: entry}
 
     async def presence_remove(self, channel: ChannelName, client: str) -> None:
         entries = self._presence.get(channel)
-        if entries is not None:
+        if isinstance(entries, dict):
             entries.pop(client, None)
-            if not entries:
-                del self._presence[channel]
+            if len(entries) == 1:
+                self._presence[channel] = next(iter(entries.values()))
+        elif entries is not None and entries.client == client:
+            del self._presence[channel]
 
     async def presence(self, channel: ChannelName) -> list[PresenceEntry]:
-        return list(self._presence.get(channel, {}).values())
+        entries = self._presence.get(channel)
+        if entries is None:
+            return []
+        return list(entries.values()) if isinstance(entries, dict) else [entries]
 
     # per-user connections --------------------------------------------------------------------
     async def user_acquire(self, user: str, client: str, limit: int) -> bool:
-        clients = self._users.setdefault(user, set())
-        if client not in clients and len(clients) >= limit:
-            return False
-        clients.add(client)
+        clients = self._users.get(user, ())
+        if client not in clients:
+            if len(clients) >= limit:
+                return False
+            self._users[user] = (*clients, client)
         return True
 
     async def user_release(self, user: str, client: str) -> None:
-        clients = self._users.get(user)
-        if clients is not None:
-            clients.discard(client)
-            if not clients:
+        clients = self._users.get(user, ())
+        if client in clients:
+            rest = tuple(c for c in clients if c != client)
+            if rest:
+                self._users[user] = rest
+            else:
                 del self._users[user]
 
     async def disconnect_user(self, user: str, code: int) -> int:
@@ -283,8 +308,8 @@ class MemoryEngine(Engine):
         for channel in subscriptions:
             self._unregister(node, channel)
         presence = 0
-        for channel, entries in list(self._presence.items()):
-            for entry in [e for e in entries.values() if e.node == node]:
+        for channel in list(self._presence):
+            for entry in [e for e in await self.presence(channel) if e.node == node]:  # type: ignore[arg-type]
                 presence += 1
                 await self.presence_remove(channel, entry.client)  # type: ignore[arg-type]
                 if self._options(namespace_of(channel)).join_leave:

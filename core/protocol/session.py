@@ -131,7 +131,7 @@ class Session:
 
     __slots__ = ("client_id", "node_id", "codec", "limits", "_verify", "principal", "state", "subs", "status",
                  "close_code", "close_reason", "opened_at", "msgs_in", "msgs_out", "_bucket", "_frames",
-                 "_last_activity", "_seen_out", "_next_ping", "_last_pong", "_on_error", "_held")
+                 "_last_activity", "_seen_out", "_next_ping", "_last_pong", "_on_error", "_held", "_personal")
 
     def __init__(
         self,
@@ -160,22 +160,29 @@ class Session:
         self.msgs_in = 0
         self.msgs_out = 0
         self._bucket = TokenBucket(limits.client_rate, limits.client_burst, now)
-        self._frames: list[bytes] = []
+        self._frames: list[bytes] | None = None  # created when there is something to send (idle: nothing)
         self._last_activity = now
         self._seen_out = 0
         self._next_ping = now + limits.ping_interval
         self._last_pong = now
         self._held = False  # the personal channel holds live messages until the client speaks
+        self._personal: ChannelName | None = None  # formatted once, when the session opens
         if principal is not None:
             self._open()
 
     # --- outputs ----------------------------------------------------------------------------
     def frames_to_send(self) -> list[bytes]:
-        frames, self._frames = self._frames, []
-        return frames
+        frames, self._frames = self._frames, None
+        return frames if frames is not None else []
+
+    def _push(self, frame: bytes) -> None:
+        if self._frames is None:
+            self._frames = [frame]
+        else:
+            self._frames.append(frame)
 
     def send(self, obj: dict[str, Any]) -> None:
-        self._frames.append(self.codec.encode(obj))
+        self._push(self.codec.encode(obj))
 
     @property
     def user(self) -> str:
@@ -183,6 +190,8 @@ class Session:
 
     @property
     def personal(self) -> ChannelName:
+        if self._personal is not None:
+            return self._personal
         return personal_channel(self.user)
 
     def _open(self) -> None:
@@ -191,7 +200,7 @@ class Session:
         `subscribe {channel: user:<id>, since}`, and the missed messages must go out before
         anything newer (each offset once, in order)."""
         self.state = State.OPEN
-        channel = self.personal
+        channel = self._personal = personal_channel(self.user)
         sub = self.subs[channel] = Subscription(channel)
         sub.pending = []
         self._held = True
@@ -323,7 +332,8 @@ class Session:
                 "missed": missed,
             },
         )
-        self._frames.extend(self.codec.encode(pub.envelope()) for pub in send)
+        for pub in send:
+            self._push(self.codec.encode(pub.envelope()))
         self.msgs_out += len(send)
 
     def cancel_subscribe(self, cmd: Subscribe, exc: HeraldError, was_new: bool) -> None:
@@ -355,7 +365,7 @@ class Session:
         pending, sub.pending = sub.pending, None
         for pub in pending:
             if sub.accept(pub):
-                self._frames.append(self.codec.encode(pub.envelope()))
+                self._push(self.codec.encode(pub.envelope()))
                 self.msgs_out += 1
 
     def unsubscribe(self, cmd: Unsubscribe) -> bool:
@@ -388,7 +398,7 @@ class Session:
         if len(frame) > self.limits.max_reply_size:
             self.send_error(cmd.id, PayloadTooBig("reply too large: narrow the request"))
         else:
-            self._frames.append(frame)
+            self._push(frame)
 
     def send_error(self, cmd_id: int | None, exc: HeraldError) -> None:
         if self._on_error is not None:
