@@ -46,7 +46,7 @@ class AdminAuth:
         return bool(self._key) and hmac.compare_digest(key.strip().encode(), self._key)
 
     def check(self, request: web.Request) -> None:
-        if apikey_matches(request, self._key):
+        if apikey_matches(request.headers.get("Authorization", ""), self._key):
             return
         cookie = request.cookies.get(_COOKIE, "")
         if cookie and hmac.compare_digest(cookie.encode(), self.session):

@@ -1,10 +1,12 @@
 """The node's listener protocol: the first request on a connection decides who serves it.
 
-A WebSocket upgrade on `/ws` is answered here (origin, draining and token checks, then `101`),
-and the transport is handed to a `WsConnection` for the rest of its life: no HTTP request object,
-handler task or aiohttp reader stays behind for a connection that may idle for hours. Every
-other request (SSE, the server API, probes, metrics, pages) goes to aiohttp unchanged: its
-request handler takes over the transport with the bytes read so far.
+* A WebSocket upgrade on `/ws` is answered here (origin, draining and token checks, then `101`),
+  and the transport is handed to a `WsConnection` for the rest of its life: no HTTP request
+  object, handler task or aiohttp reader stays behind for a connection that may idle for hours.
+* A connection that starts with `POST /api/publish` goes to `core/web/fastpath.py`, which serves
+  a backend's stream of pipelined publishes without aiohttp's per-request objects.
+* Everything else (SSE, the rest of the server API, probes, metrics, pages) goes to aiohttp
+  unchanged: its request handler takes over the transport with the bytes read so far.
 """
 
 from __future__ import annotations
@@ -27,21 +29,26 @@ from herald.core.protocol.handshake import (
     upgrade_error,
 )
 from herald.core.protocol.session import Session
+from herald.core.web.api import ApiContext
+from herald.core.web.fastpath import PUBLISH_LINE, PublishConnection
+from herald.core.web.serve import ProtocolFactory, hand_off
 
 from .runtime import NodeRuntime
 from .ws import WsConnection
 
 __all__ = ["EdgeProtocol", "edge_factory"]
 
-_WS_LINE = b"GET /ws"
+_WS_LINES = (b"GET /ws ", b"GET /ws?")
+_LINES = (*_WS_LINES, PUBLISH_LINE)
 _UPGRADE_SLUGS = {405: "method_not_allowed", 426: "upgrade_required"}
 
 
 class EdgeProtocol(asyncio.Protocol):
-    __slots__ = ("rt", "fallback", "transport", "buf")
+    __slots__ = ("rt", "api", "fallback", "transport", "buf")
 
-    def __init__(self, rt: NodeRuntime, fallback: Callable[[], asyncio.Protocol]) -> None:
+    def __init__(self, rt: NodeRuntime, api: ApiContext, fallback: ProtocolFactory) -> None:
         self.rt = rt
+        self.api = api
         self.fallback = fallback
         self.transport: asyncio.Transport | None = None
         self.buf = b""
@@ -51,9 +58,13 @@ class EdgeProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         buf = self.buf = self.buf + data
-        prefix = buf[:len(_WS_LINE)]
-        if prefix != _WS_LINE[:len(prefix)] or (len(buf) > len(_WS_LINE) and buf[7:8] not in (b" ", b"?")):
-            return self._hand_off()
+        line = next((line for line in _LINES if buf.startswith(line)), None)
+        if line is None:
+            if not any(line.startswith(buf) for line in _LINES):
+                self._hand_off()
+            return None  # else: wait for the rest of the request line
+        if line is PUBLISH_LINE:
+            return self._publisher()
         if buf.find(b"\r\n\r\n") < 0:
             if len(buf) > MAX_HEAD:
                 self._hand_off()
@@ -70,12 +81,14 @@ class EdgeProtocol(asyncio.Protocol):
         return False
 
     def _hand_off(self) -> None:
-        transport, buf = self.transport, self.buf
-        self.buf = b""
-        protocol = self.fallback()
-        transport.set_protocol(protocol)  # type: ignore[union-attr]
-        protocol.connection_made(transport)  # type: ignore[arg-type]
-        protocol.data_received(buf)
+        buf, self.buf = self.buf, b""
+        hand_off(self.transport, self.fallback, buf)  # type: ignore[arg-type]
+
+    def _publisher(self) -> None:
+        buf, self.buf = self.buf, b""
+        conn = PublishConnection(self.api, self.fallback, self.transport)
+        self.transport.set_protocol(conn)  # type: ignore[union-attr]
+        conn.data_received(buf)
 
     def _refuse(self, status: int, slug: str, message: str, reason: str | None = None,
                 headers: dict[str, str] | None = None) -> None:
@@ -118,6 +131,6 @@ class EdgeProtocol(asyncio.Protocol):
         return None
 
 
-def edge_factory(rt: NodeRuntime) -> Callable[[Callable[[], asyncio.Protocol]], Callable[[], asyncio.Protocol]]:
+def edge_factory(rt: NodeRuntime, api: ApiContext) -> Callable[[ProtocolFactory], ProtocolFactory]:
     """For `serve_until_signal`: wrap aiohttp's protocol factory with the edge."""
-    return lambda fallback: lambda: EdgeProtocol(rt, fallback)
+    return lambda fallback: lambda: EdgeProtocol(rt, api, fallback)

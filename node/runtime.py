@@ -19,7 +19,7 @@ import structlog
 from aiohttp import web
 
 from herald import __version__
-from herald.core.auth import Authenticator, Principal
+from herald.core.auth import Authenticator
 from herald.core.config import NamespaceOptions, NodeConfig
 from herald.core.engine.base import Engine, PresenceEntry, leave_frame
 from herald.core.protocol.closecodes import CloseCode
@@ -58,6 +58,8 @@ class NodeRuntime:
         self.msgs_in_ws = self.metrics.messages_in.labels("ws")
         self.hub = Hub(self.node_id, engine, self.metrics)
         self.auth = Authenticator(config.jwt, leeway=0.0)
+        self.verify = self.auth.verify  # bound once: every Session keeps a reference
+        self.count_error = self._count_error
         if not config.dev and config.jwt_algorithm == "HS256" and len((config.jwt_secret or "").encode()) < 32:
             log.warning("auth.secret.short", advice="use an HS256 secret of at least 32 bytes")
         self.tasks = TaskSet()
@@ -106,9 +108,6 @@ class NodeRuntime:
             return True
         return urlsplit(origin).netloc.lower() == host.lower()
 
-    def verify(self, token: str, now: float) -> Principal:
-        return self.auth.verify(token, now)
-
     @staticmethod
     def token_from(authorization: str | None, query_token: str | None, cookie_token: str | None) -> str | None:
         """A client's token: `Authorization: Bearer`, else `?token=`, else the `herald_token` cookie."""
@@ -131,7 +130,7 @@ class NodeRuntime:
         if not await self.engine.user_acquire(user, client, self.config.max_connections_per_user):
             raise Refusal("user_limit", CloseCode.TOO_MANY_CONNECTIONS, 429, "too many connections for this user")
 
-    def count_error(self, code: int) -> None:
+    def _count_error(self, code: int) -> None:
         self.metrics.errors.labels(str(code)).inc()
 
     def refused(self, refusal: Refusal) -> None:

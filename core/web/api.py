@@ -18,7 +18,7 @@ from ..protocol.envelope import Position, offset_key, personal_channel, validate
 from ..protocol.errors import HeraldError, ProtocolError, Unauthorized
 from .http import API_KEY_HINT, apikey_matches, json_response, read_json
 
-__all__ = ["ApiContext", "API", "add_api_routes"]
+__all__ = ["ApiContext", "API", "add_api_routes", "publish_one"]
 
 
 @dataclass
@@ -34,7 +34,10 @@ class ApiContext:
         self._key = self.api_key.encode()
 
     def authorized(self, request: web.Request) -> bool:
-        return apikey_matches(request, self._key)
+        return self.key_matches(request.headers.get("Authorization", ""))
+
+    def key_matches(self, authorization: str) -> bool:
+        return apikey_matches(authorization, self._key)
 
 
 API = web.AppKey("herald_api", ApiContext)
@@ -73,16 +76,22 @@ def _user(body: dict[str, Any], field: str) -> str:
     return user
 
 
-async def publish(request: web.Request) -> web.Response:
-    ctx = _context(request)
-    body = await _body(request, ctx)
+async def publish_one(ctx: ApiContext, body: Any) -> dict[str, Any]:
+    """`POST /api/publish` once authorised and its body parsed (also served by core/web/fastpath.py)."""
+    if not isinstance(body, dict):
+        raise ProtocolError("body must be a JSON object")
     channel = validate_channel(body.get("channel"))
     if "data" not in body:
         raise ProtocolError("'data' is required")
     result = await ctx.engine.publish(channel, body["data"], event=validate_event(body),
                                       idempotency_key=_idempotency_key(body))
     ctx.on_published(1)
-    return json_response(result.to_wire())
+    return result.to_wire()
+
+
+async def publish(request: web.Request) -> web.Response:
+    ctx = _context(request)
+    return json_response(await publish_one(ctx, await read_json(request, ctx.max_body)))
 
 
 async def publish_batch(request: web.Request) -> web.Response:

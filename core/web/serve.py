@@ -11,11 +11,21 @@ ProtocolFactory = Callable[[], asyncio.Protocol]
 import structlog
 from aiohttp import web
 
-__all__ = ["serve_until_signal"]
+__all__ = ["serve_until_signal", "hand_off", "ProtocolFactory"]
 
 log = structlog.get_logger("herald.serve")
 
 CLEANUP_TIMEOUT = 5.0  # seconds the shutdown after a drain may take
+
+
+def hand_off(transport: asyncio.Transport, factory: ProtocolFactory, data: bytes) -> None:
+    """Give a connection whose first `data` was read by an edge protocol to `factory`'s protocol
+    (aiohttp's request handler), as if it had been that protocol's from the start."""
+    protocol = factory()
+    transport.set_protocol(protocol)
+    protocol.connection_made(transport)
+    if data:
+        protocol.data_received(data)
 
 
 async def serve_until_signal(
