@@ -131,6 +131,14 @@ def test_a_token_whose_exp_is_not_a_finite_number_is_rejected(hs_auth: Authentic
     _rejected(hs_auth, hs(claims(exp=exp)))
 
 
+def test_numeric_claims_beyond_float_range_are_judged_not_crashed(hs_auth: Authenticator) -> None:
+    """exp = 10**400 is no finite NumericDate and nbf/iat = 10**400 are never reached: Unauthorized, not OverflowError."""
+    assert str(_rejected(hs_auth, hs(claims(exp=10**400)))) == "token expired"
+    assert str(_rejected(hs_auth, hs(claims(nbf=10**400)))) == "token not yet valid"
+    assert str(_rejected(hs_auth, hs(claims(iat=10**400)))) == "token issued in the future"
+    assert hs_auth.verify(hs(claims(nbf=-(10**400), iat=-(10**400))), NOW).user == "alice"
+
+
 def test_a_token_with_the_wrong_secret_or_a_tampered_payload_is_rejected(hs_auth: Authenticator) -> None:
     """The signature is checked."""
     _rejected(hs_auth, hs(claims(), secret="w" * 32))
