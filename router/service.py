@@ -65,7 +65,7 @@ class _Shard:
 
 class Router:
     def __init__(self, engine: RedisEngine, router_id: str | None = None, *, lease_seconds: float = 5.0,
-                 batch: int = 1000, block_ms: int = 100, linger: float = 0.002,
+                 batch: int = 1000, block_ms: int = 100, linger: float = 0.005,
                  metrics: RouterMetrics | None = None) -> None:
         self.engine = engine
         self.id = router_id or f"router-{secrets.token_hex(4)}"

@@ -9,6 +9,7 @@ EngineUnavailable; nothing above this module sees a redis exception.
 from __future__ import annotations
 
 import asyncio
+import random
 import secrets
 import time
 from collections.abc import Callable, Sequence
@@ -34,6 +35,7 @@ from ...tasks import TaskSet
 from ..base import DeliverFn, Engine, HistoryResult, PresenceEntry, PublishRequest, PublishResult, leave_frame
 from . import keys
 from .codec import pack_payload, unpack_batch, unpack_publication
+from .connection import HiredisPackingConnection
 from .scripts import Scripts, load_sources
 
 __all__ = ["RedisEngine", "REDIS_ERRORS"]
@@ -91,6 +93,8 @@ class RedisEngine(Engine):
     def _client(self, url: str, max_connections: int, **kw: Any) -> aioredis.Redis:
         """A client whose pool is bounded: under a connect storm, commands queue for one of
         `max_connections` connections instead of opening one socket each."""
+        if url.startswith("redis://"):  # TLS and Unix sockets keep redis-py's own classes
+            kw["connection_class"] = HiredisPackingConnection
         pool = aioredis.BlockingConnectionPool.from_url(
             url, max_connections=max_connections, timeout=10, decode_responses=False,
             socket_connect_timeout=2.0, health_check_interval=15,
@@ -149,7 +153,9 @@ class RedisEngine(Engine):
                 pass
 
     def _new_epoch(self) -> str:
-        return secrets.token_hex(4)
+        """A candidate epoch, used only by a partition that has none (new, or its data lost).
+        Unique, not secret: the process's PRNG (seeded from the OS) is enough, and cheap."""
+        return f"{random.getrandbits(32):08x}"
 
     # --- publishing ---------------------------------------------------------------------------
     def _publish_call(self, r: PublishRequest) -> tuple[int, list[str], list[Any]]:
