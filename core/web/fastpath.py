@@ -34,6 +34,7 @@ PUBLISH_LINE = b"POST /api/publish "
 _HAND_OFF = object()  # queue marker: the rest of the connection goes to aiohttp
 _QUEUE_HIGH = 256  # queued requests: stop reading above this...
 _QUEUE_LOW = 64  # ...and resume below this
+_BATCH = 64  # pipelined publishes started together
 
 
 def _error(slug: str, message: str) -> bytes:
@@ -115,21 +116,30 @@ class PublishConnection(asyncio.Protocol):
             self.transport.pause_reading()
 
     async def _work(self) -> None:
+        """Answer queued requests in order. The publishes of requests already queued (pipelined)
+        start together: they enter the engine in request order, so they keep their order on
+        each channel, and share the engine's batches; their answers leave in one write."""
         try:
             while self.queue:
-                item = self.queue.popleft()
+                if self.queue[0] is _HAND_OFF:
+                    self._hand_off()
+                    return
+                batch = []
+                while self.queue and self.queue[0] is not _HAND_OFF and len(batch) < _BATCH:
+                    batch.append(self.queue.popleft())
+                    if not batch[-1][2]:  # Connection: close ends the connection after it
+                        self.queue.clear()
                 if self.paused and not self.handing_off and len(self.queue) < _QUEUE_LOW:
                     self.paused = False
                     self.transport.resume_reading()
-                if item is _HAND_OFF:
-                    self._hand_off()
-                    return
-                authorization, body, keep_alive = item
-                answer = await self._publish(authorization, body, keep_alive)
+                if len(batch) == 1:
+                    answers = [await self._publish(*batch[0])]
+                else:
+                    answers = await asyncio.gather(*(self._publish(*item) for item in batch))
                 if self.transport.is_closing():
                     return
-                self.transport.write(answer)
-                if not keep_alive:
+                self.transport.write(b"".join(answers))
+                if not batch[-1][2]:
                     self.transport.close()
                     return
         finally:
