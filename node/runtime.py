@@ -55,7 +55,9 @@ class NodeRuntime:
         self.engine = engine
         self.node_id = config.effective_node_id()
         self.metrics = NodeMetrics(self.node_id)
-        self.msgs_in_ws = self.metrics.messages_in.labels("ws")
+        self.msgs_in_ws = self.metrics.messages_in.labels("ws")  # the WebSocket hot path's children
+        self.ws_accepted = self.metrics.accepted.labels("ws")
+        self.ws_connections = self.metrics.connections.labels("ws")
         self.hub = Hub(self.node_id, engine, self.metrics)
         self.auth = Authenticator(config.jwt, leeway=0.0)
         self.verify = self.auth.verify  # bound once: every Session keeps a reference

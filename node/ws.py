@@ -66,7 +66,7 @@ class WsConnection(Subscriber, asyncio.Protocol):
         self.opcode = session.codec.opcode
         self.user = session.user
         self._reader = FrameReader(rt.config.max_message_size)
-        self._inbox: deque[Any] = deque()
+        self._inbox: deque[Any] | None = None  # messages waiting for the worker (none when idle)
         self._worker: asyncio.Task[None] | None = None
         self._closing = False  # our close frame is out (or the transport is gone)
         self._counted = False  # registered in the runtime (connections, per-IP, metrics)
@@ -106,15 +106,15 @@ class WsConnection(Subscriber, asyncio.Protocol):
         self._counted = True
         rt.ws[s.client_id] = self
         rt.per_ip[self.ip] += 1
-        rt.metrics.accepted.labels("ws").inc()
-        rt.metrics.connections.labels("ws").inc()
+        rt.ws_accepted.inc()
+        rt.ws_connections.inc()
         if s.principal is not None:
             await self.open()
         log.info("ws.connected", client=s.client_id, user=s.user or None, codec=s.codec.name)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = self._closing = True
-        self._inbox.clear()
+        self._inbox = None
         if self._abort is not None:
             self._abort.cancel()
         if self._worker is None:
@@ -130,7 +130,7 @@ class WsConnection(Subscriber, asyncio.Protocol):
         rt.per_ip[self.ip] -= 1
         if rt.per_ip[self.ip] <= 0:
             del rt.per_ip[self.ip]
-        rt.metrics.connections.labels("ws").dec()
+        rt.ws_connections.dec()
         code = s.close_code or self._peer_code or CloseCode.GOING_AWAY
         rt.metrics.closed.labels("ws", str(int(code))).inc()
         log.info("ws.closed", client=s.client_id, user=s.user or None, code=int(code),
@@ -143,9 +143,10 @@ class WsConnection(Subscriber, asyncio.Protocol):
             return
         try:
             events = self._reader.feed(data)
-        except FrameError as exc:
+        except FrameError as exc:  # the stream is out of step: fail the connection (RFC 6455 §7.1.7)
             self.session.close(exc.code, exc.reason)
             self.close()
+            self.transport.close()
             return
         for op, payload in events:
             if op == OP_CLOSE:
@@ -173,6 +174,8 @@ class WsConnection(Subscriber, asyncio.Protocol):
         self.transport.close()
 
     def _enqueue(self, item: Any) -> None:
+        if self._inbox is None:
+            self._inbox = deque()
         self._inbox.append(item)
         if self._worker is None:
             self._worker = self.rt.tasks.spawn(self._work(), name="ws.work")
@@ -189,6 +192,8 @@ class WsConnection(Subscriber, asyncio.Protocol):
                 if self._paused and len(self._inbox) < _INBOX_LOW:
                     self._paused = False
                     self.transport.resume_reading()
+                if not self._inbox:
+                    self._inbox = None
                 try:
                     if item is _OPEN:
                         await self._admit()
@@ -278,7 +283,10 @@ class WsConnection(Subscriber, asyncio.Protocol):
                     {"type": "reconnect", "reason": advisory.reason, "after_ms": after_ms})))
             s.close(advisory.close_code, advisory.reason)
         self._closing = True
-        self._inbox.clear()
+        self._inbox = None
+        if self._paused:  # the client's answer to our close frame must be read
+            self._paused = False
+            transport.resume_reading()
         if transport.is_closing():
             return
         transport.write(ws_frame(OP_CLOSE, close_payload(int(s.close_code or CloseCode.NORMAL), s.close_reason)))

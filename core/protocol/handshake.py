@@ -72,28 +72,31 @@ class _Collector:
 
 
 def parse_head(data: bytes) -> Head | None:
-    """The request head at the start of `data`, or None if it is not complete yet."""
+    """The request head at the start of `data` (only the first one, if several are pipelined),
+    or None if it is not complete yet."""
+    end = data.find(b"\r\n\r\n")
+    if end < 0 or end + 4 > MAX_HEAD:
+        if end >= 0 or len(data) > MAX_HEAD:
+            raise HeadError("request head too large")
+        return None
     collector = _Collector()
     parser = httptools.HttpRequestParser(collector)
-    upgrade_at = None
+    upgrade = False
     try:
-        parser.feed_data(data)
-    except httptools.HttpParserUpgrade as exc:
-        upgrade_at = exc.args[0]
+        parser.feed_data(data[:end + 4])
+    except httptools.HttpParserUpgrade:
+        upgrade = True
     except httptools.HttpParserError as exc:
         raise HeadError(str(exc) or "malformed request") from None
     if not collector.complete:
-        if len(data) > MAX_HEAD:
-            raise HeadError("request head too large")
-        return None
+        raise HeadError("malformed request head")
     try:
         url = httptools.parse_url(collector.url)
     except httptools.HttpParserInvalidURLError:
         raise HeadError("malformed request target") from None
-    body_start = upgrade_at if upgrade_at is not None else data.find(b"\r\n\r\n") + 4
     return Head(parser.get_method().decode(), (url.path or b"/").decode("latin-1"),
                 (url.query or b"").decode("latin-1"), parser.get_http_version(), collector.headers,
-                upgrade_at is not None, body_start)
+                upgrade, end + 4)
 
 
 def _tokens(value: str) -> set[str]:
