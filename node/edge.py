@@ -19,7 +19,6 @@ from collections.abc import Callable
 from herald.core.protocol.codec import SUBPROTOCOLS, codec_for_subprotocol
 from herald.core.protocol.errors import Unauthorized
 from herald.core.protocol.handshake import (
-    MAX_HEAD,
     Head,
     HeadError,
     accept,
@@ -65,15 +64,13 @@ class EdgeProtocol(asyncio.Protocol):
             return None  # else: wait for the rest of the request line
         if line is PUBLISH_LINE:
             return self._publisher()
-        if buf.find(b"\r\n\r\n") < 0:
-            if len(buf) > MAX_HEAD:
-                self._hand_off()
-            return None
         try:
             head = parse_head(buf)
         except HeadError:
-            return self._hand_off()  # aiohttp answers malformed requests
-        if head is None or not head.upgrade or head.path != "/ws":
+            return self._hand_off()  # aiohttp answers malformed and oversized requests
+        if head is None:
+            return None  # wait for the rest of the head
+        if not head.upgrade or head.path != "/ws":
             return self._hand_off()  # e.g. a plain GET /ws: aiohttp's route explains
         return self._upgrade(head, buf[head.body_start:])
 

@@ -73,26 +73,22 @@ class PublishConnection(asyncio.Protocol):
 
     def _parse(self) -> None:
         buf, pos = self.buf, 0
-        while True:
-            end = buf.find(b"\r\n\r\n", pos)
-            if end < 0:
-                if len(buf) - pos > MAX_HEAD:
-                    self._hand_off_from(pos)
-                break
-            if not buf.startswith(PUBLISH_LINE, pos):
-                self._hand_off_from(pos)
-                break
+        while pos < len(buf):
             try:
-                head = parse_head(buf[pos:end + 4])
+                head = parse_head(buf[pos:pos + MAX_HEAD + 1])  # enough to tell "too large"
             except HeadError:
-                head = None
-            h = head.headers if head is not None else {}
-            length = h.get("content-length", "")
-            if (head is None or head.version != "1.1" or "transfer-encoding" in h or "expect" in h
-                    or not length.isdigit() or int(length) > self.ctx.max_body):
-                self._hand_off_from(pos)  # aiohttp answers these (413, 400, 100-continue...)
+                self._hand_off_from(pos)  # aiohttp answers malformed and oversized requests
                 break
-            start, size = end + 4, int(length)
+            if head is None:
+                break  # wait for the rest of the head
+            h = head.headers
+            length = h.get("content-length", "")
+            if (head.method != "POST" or head.path != "/api/publish" or head.query_string or head.version != "1.1"
+                    or "transfer-encoding" in h or "expect" in h or not length.isdigit()
+                    or int(length) > self.ctx.max_body):
+                self._hand_off_from(pos)  # aiohttp serves these (other routes, 413, chunked, 100-continue...)
+                break
+            start, size = pos + head.body_start, int(length)
             if len(buf) - start < size:
                 break
             pos = start + size
