@@ -29,7 +29,9 @@ def configure_logging(json: bool = True, level: str = "info", *, cache: bool = T
                       structlog.processors.JSONRenderer(serializer=orjson.dumps)]
         factory = structlog.BytesLoggerFactory(sys.stderr.buffer)
     else:
-        processors = [*shared, structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())]
+        # plain tracebacks: rich's would print local variables, which can hold keys and tokens
+        processors = [*shared, structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty(),
+                                                             exception_formatter=structlog.dev.plain_traceback)]
         factory = structlog.PrintLoggerFactory(sys.stderr)
     structlog.configure(
         processors=processors,

@@ -18,18 +18,14 @@ from herald.core.web.api import API, ApiContext, add_api_routes
 from herald.core.web.http import API_KEY_HINT, error_middleware, json_error, json_response
 from herald.core.web.ops import add_ops_routes
 
-from .drain import handle_order, resync, start_drain
+from .drain import handle_order, hang_up, resync, start_drain
+from .edge import handle_ws
 from .runtime import RUNTIME, NodeRuntime
 from .sse import handle_events
 
 __all__ = ["build_node_app"]
 
 _STATIC = resources.files("herald.node") / "static"
-
-
-async def ws_not_upgraded(request: web.Request) -> web.Response:
-    """`/ws` requests that are not WebSocket upgrades (node/edge.py serves the upgrades)."""
-    return json_error(400, "bad_request", "expected a WebSocket upgrade (Upgrade: websocket, Connection: Upgrade)")
 
 
 async def client_js(request: web.Request) -> web.Response:
@@ -108,6 +104,7 @@ def build_node_app(config: NodeConfig, engine: Engine, services: Sequence[Servic
         rt.tasks.spawn(rt.ticker(), name="node.ticker")
         rt.tasks.spawn(rt.heartbeat_loop(), name="node.heartbeat")
         yield
+        await hang_up(rt)  # clients that never answered the drain's close: cleaned up while the engine is up
         await rt.tasks.cancel_all()
         engine.detach(rt.node_id)
         try:  # leave the cluster: the control plane need not treat us as crashed
@@ -119,7 +116,7 @@ def build_node_app(config: NodeConfig, engine: Engine, services: Sequence[Servic
         await engine.close()
 
     app.cleanup_ctx.append(lifecycle)
-    app.router.add_route("*", "/ws", ws_not_upgraded)
+    app.router.add_get("/ws", handle_ws)
     app.router.add_get("/events", handle_events)
     add_api_routes(app)
     app.router.add_post("/admin/drain", admin_drain)

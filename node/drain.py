@@ -27,7 +27,7 @@ from herald.core.protocol.envelope import Order
 
 from .runtime import NodeRuntime
 
-__all__ = ["drain", "shed", "resync", "start_drain", "handle_order", "drain_command"]
+__all__ = ["drain", "shed", "resync", "start_drain", "handle_order", "drain_command", "hang_up"]
 
 log = structlog.get_logger("herald.node.drain")
 
@@ -68,6 +68,17 @@ async def drain(rt: NodeRuntime, window: float, rng: random.Random | None = None
     log.info("node.drain.finished", closed=len(conns), duration_ms=int((time.monotonic() - started) * 1000),
              left=rt.connection_count)
     return len(conns)
+
+
+async def hang_up(rt: NodeRuntime, timeout: float = 2.0) -> None:
+    """Shutdown: abort the WebSocket transports still open (clients that never answered their
+    close frame) and wait, bounded, for their cleanup — presence, per-user counts — to finish
+    while the engine is still there."""
+    for conn in list(rt.ws.values()):
+        conn.transport.abort()
+    deadline = time.monotonic() + timeout
+    while rt.ws and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
 
 
 def shed(rt: NodeRuntime, count: int, window: float, rng: random.Random | None = None) -> int:

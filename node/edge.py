@@ -6,57 +6,102 @@
 * A connection that starts with `POST /api/publish` goes to `core/web/fastpath.py`, which serves
   a backend's stream of pipelined publishes without aiohttp's per-request objects.
 * Everything else (SSE, the rest of the server API, probes, metrics, pages) goes to aiohttp
-  unchanged: its request handler takes over the transport with the bytes read so far.
+  unchanged: its request handler takes over the transport with the bytes read so far. An upgrade
+  that arrives later on such a keep-alive connection (proxies that pool upstream connections send
+  them so) is answered by aiohttp and then served by the same `WsConnection` (`handle_ws`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import secrets
+import socket
 import time
 from collections.abc import Callable
+from typing import Any
 
+from aiohttp import web
+
+from herald.core.auth import Principal
 from herald.core.protocol.codec import SUBPROTOCOLS, codec_for_subprotocol
 from herald.core.protocol.errors import Unauthorized
-from herald.core.protocol.handshake import (
-    Head,
-    HeadError,
-    accept,
-    choose_subprotocol,
-    http_error,
-    parse_head,
-    upgrade_error,
-)
+from herald.core.protocol.handshake import Head, HeadError, accept, choose_subprotocol, parse_head, upgrade_error
 from herald.core.protocol.session import Session
 from herald.core.web.api import ApiContext
 from herald.core.web.fastpath import PUBLISH_LINE, PublishConnection
+from herald.core.web.http import http_error, json_error
 from herald.core.web.serve import ProtocolFactory, hand_off
 
-from .runtime import NodeRuntime
+from .runtime import RUNTIME, NodeRuntime
 from .ws import WsConnection
 
-__all__ = ["EdgeProtocol", "edge_factory"]
+__all__ = ["EdgeProtocol", "edge_factory", "handle_ws"]
 
 _WS_LINES = (b"GET /ws ", b"GET /ws?")
 _LINES = (*_WS_LINES, PUBLISH_LINE)
-_UPGRADE_SLUGS = {405: "method_not_allowed", 426: "upgrade_required"}
+_HEAD_TIMEOUT = 30.0  # seconds a new connection has to send its first request head
+_NOT_AN_UPGRADE = "expected a WebSocket upgrade (Upgrade: websocket, Connection: Upgrade)"
+
+
+class UpgradeRefused(Exception):
+    def __init__(self, status: int, slug: str, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.status, self.slug, self.message, self.reason = status, slug, message, reason
+
+
+def admit_upgrade(rt: NodeRuntime, origin: str | None, host: str, token: str | None, now: float) -> Principal | None:
+    """The checks before a `101`, in order: origin, draining, token (none: first-message auth)."""
+    if not rt.origin_allowed(origin, host):
+        raise UpgradeRefused(403, "forbidden", "origin not allowed", "origin")
+    if rt.draining:
+        raise UpgradeRefused(503, "draining", "node is draining: connect to another node", "draining")
+    if token is None:
+        return None
+    try:
+        return rt.verify(token, now)
+    except Unauthorized as exc:
+        raise UpgradeRefused(401, "unauthorized", str(exc), "unauthorized") from None
+
+
+def open_connection(rt: NodeRuntime, transport: Any, principal: Principal | None, subprotocol: str | None, ip: str,
+                    now: float, previous: asyncio.BaseProtocol | None = None) -> None:
+    """The handshake's answer is out: `transport` now belongs to a new WsConnection."""
+    session = Session(secrets.token_urlsafe(9), rt.node_id, codec_for_subprotocol(subprotocol), rt.limits,
+                      rt.verify, now, principal, on_error=rt.count_error)
+    conn = WsConnection(rt, transport, session, ip, previous)
+    transport.set_protocol(conn)
+    conn.start(b"")
 
 
 class EdgeProtocol(asyncio.Protocol):
-    __slots__ = ("rt", "api", "fallback", "transport", "buf")
+    __slots__ = ("rt", "api", "fallback", "transport", "buf", "timer")
 
     def __init__(self, rt: NodeRuntime, api: ApiContext, fallback: ProtocolFactory) -> None:
         self.rt = rt
         self.api = api
         self.fallback = fallback
         self.transport: asyncio.Transport | None = None
-        self.buf = b""
+        self.buf = bytearray()
+        self.timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:  # peers that vanish (NAT, power loss) are noticed by the kernel
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        self.timer = asyncio.get_running_loop().call_later(_HEAD_TIMEOUT, transport.close)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._decided()
+
+    def _decided(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
 
     def data_received(self, data: bytes) -> None:
-        buf = self.buf = self.buf + data
+        buf = self.buf
+        buf += data
         line = next((line for line in _LINES if buf.startswith(line)), None)
         if line is None:
             if not any(line.startswith(buf) for line in _LINES):
@@ -72,17 +117,16 @@ class EdgeProtocol(asyncio.Protocol):
             return None  # wait for the rest of the head
         if not head.upgrade or head.path != "/ws":
             return self._hand_off()  # e.g. a plain GET /ws: aiohttp's route explains
-        return self._upgrade(head, buf[head.body_start:])
-
-    def eof_received(self) -> bool:
-        return False
+        return self._upgrade(head, bytes(buf[head.body_start:]))
 
     def _hand_off(self) -> None:
-        buf, self.buf = self.buf, b""
+        self._decided()
+        buf, self.buf = bytes(self.buf), bytearray()
         hand_off(self.transport, self.fallback, buf)  # type: ignore[arg-type]
 
     def _publisher(self) -> None:
-        buf, self.buf = self.buf, b""
+        self._decided()
+        buf, self.buf = bytes(self.buf), bytearray()
         conn = PublishConnection(self.api, self.fallback, self.transport)
         self.transport.set_protocol(conn)  # type: ignore[union-attr]
         conn.data_received(buf)
@@ -97,35 +141,53 @@ class EdgeProtocol(asyncio.Protocol):
     def _upgrade(self, head: Head, pending: bytes) -> None:
         rt, transport = self.rt, self.transport
         assert transport is not None
-        self.buf = b""
+        self._decided()
+        self.buf = bytearray()
         problem = upgrade_error(head)
         if problem is not None:
             status, message = problem
             extra = {"Sec-WebSocket-Version": "13"} if status == 426 else None
-            return self._refuse(status, _UPGRADE_SLUGS.get(status, "bad_request"), message, headers=extra)
+            return self._refuse(status, "upgrade_required" if status == 426 else "bad_request", message, headers=extra)
         h = head.headers
-        if not rt.origin_allowed(h.get("origin"), h.get("host", "")):
-            return self._refuse(403, "forbidden", "origin not allowed", "origin")
-        if rt.draining:
-            return self._refuse(503, "draining", "node is draining: connect to another node", "draining")
         now = time.time()
-        token = rt.token_from(h.get("authorization"), head.query("token"), head.cookie("herald_token"))
-        principal = None
-        if token is not None:
-            try:
-                principal = rt.verify(token, now)
-            except Unauthorized as exc:
-                return self._refuse(401, "unauthorized", str(exc), "unauthorized")
+        try:
+            principal = admit_upgrade(rt, h.get("origin"), h.get("host", ""),
+                                      rt.token_from(h.get("authorization"), head.query("token"),
+                                                    head.cookie("herald_token")), now)
+        except UpgradeRefused as refused:
+            return self._refuse(refused.status, refused.slug, refused.message, refused.reason)
         subprotocol = choose_subprotocol(head, SUBPROTOCOLS)
         peer = transport.get_extra_info("peername")
-        ip = peer[0] if isinstance(peer, tuple) else "?"
-        session = Session(secrets.token_urlsafe(9), rt.node_id, codec_for_subprotocol(subprotocol), rt.limits,
-                          rt.verify, now, principal, on_error=rt.count_error)
-        conn = WsConnection(rt, transport, session, ip)
         transport.write(accept(head, subprotocol))
-        transport.set_protocol(conn)
-        conn.start(pending)
+        open_connection(rt, transport, principal, subprotocol, peer[0] if isinstance(peer, tuple) else "?", now)
+        if pending:
+            transport.get_protocol().data_received(pending)
         return None
+
+
+async def handle_ws(request: web.Request) -> web.StreamResponse:
+    """`GET /ws` when it reaches aiohttp: a later request on a keep-alive connection, or not an
+    upgrade at all. aiohttp answers the handshake; then the connection is a WsConnection like any
+    other, which passes the connection's end back to aiohttp (that ends this handler)."""
+    rt = request.app[RUNTIME]
+    ws = web.WebSocketResponse(protocols=SUBPROTOCOLS, autoping=False, compress=False)
+    if not ws.can_prepare(request).ok:
+        return json_error(400, "bad_request", _NOT_AN_UPGRADE)
+    now = time.time()
+    token = rt.token_from(request.headers.get("Authorization"), request.query.get("token"),
+                          request.cookies.get("herald_token"))
+    try:
+        principal = admit_upgrade(rt, request.headers.get("Origin"), request.host, token, now)
+    except UpgradeRefused as refused:
+        rt.metrics.refused.labels(refused.reason).inc()
+        return json_error(refused.status, refused.slug, refused.message)
+    await ws.prepare(request)
+    transport = request.transport
+    if transport is None or transport.is_closing():
+        return ws
+    open_connection(rt, transport, principal, ws.ws_protocol, request.remote or "?", now, previous=request.protocol)
+    await asyncio.get_running_loop().create_future()  # cancelled by aiohttp when the connection ends
+    return ws
 
 
 def edge_factory(rt: NodeRuntime, api: ApiContext) -> Callable[[ProtocolFactory], ProtocolFactory]:

@@ -51,14 +51,17 @@ _MAX_WHO = 1000
 _MAX_HISTORY = 1000
 _INBOX_HIGH = 64  # queued client messages: stop reading the socket above this...
 _INBOX_LOW = 16  # ...and resume below this
+_INBOX_BYTES = 262_144  # ...or above this many queued bytes
 _OPEN = object()  # inbox marker: admit the connection (per-user limit, personal channel)
+_PEER_CLOSED = object()  # inbox marker: the client's close frame, answered after what it sent before
 
 
 class WsConnection(Subscriber, asyncio.Protocol):
-    __slots__ = ("rt", "transport", "session", "ip", "opcode", "user", "_reader", "_inbox", "_worker", "_closing",
-                 "_counted", "_lost", "_paused", "_peer_code", "_abort")
+    __slots__ = ("rt", "transport", "session", "ip", "opcode", "user", "_reader", "_inbox", "_queued", "_worker",
+                 "_closing", "_peer_closed", "_admitted", "_lost", "_paused", "_peer_code", "_abort", "_previous")
 
-    def __init__(self, rt: NodeRuntime, transport: Any, session: Session, ip: str) -> None:
+    def __init__(self, rt: NodeRuntime, transport: Any, session: Session, ip: str,
+                 previous: asyncio.BaseProtocol | None = None) -> None:
         self.rt = rt
         self.transport = transport
         self.session = session
@@ -67,79 +70,102 @@ class WsConnection(Subscriber, asyncio.Protocol):
         self.user = session.user
         self._reader = FrameReader(rt.config.max_message_size)
         self._inbox: deque[Any] | None = None  # messages waiting for the worker (none when idle)
+        self._queued = 0  # bytes in the inbox
         self._worker: asyncio.Task[None] | None = None
-        self._closing = False  # our close frame is out (or the transport is gone)
-        self._counted = False  # registered in the runtime (connections, per-IP, metrics)
+        self._closing = False  # our close frame is out (or the transport is gone): nothing more is written
+        self._peer_closed = False  # the client sent its close frame: nothing more is read
+        self._admitted = False  # past the per-user limit (metrics counted, cleanup due)
         self._lost = False
         self._paused = False
         self._peer_code: int | None = None  # the code of the client's close frame
         self._abort: asyncio.TimerHandle | None = None
+        self._previous = previous  # aiohttp's protocol, when aiohttp did the handshake (node/edge.py)
 
     # --- lifecycle ----------------------------------------------------------------------------
     def start(self, pending: bytes) -> None:
-        """The 101 is out and this object is the transport's protocol: apply the node's limits,
-        then admit the connection in the background; `pending` are bytes the client sent early."""
+        """The 101 is out and this object is the transport's protocol: apply the node's limits and
+        count the connection at once (so a burst of connects cannot overshoot them), then admit it
+        in the background; `pending` are bytes the client sent early."""
+        rt = self.rt
         try:
-            self.rt.admit(self.ip)
+            rt.admit(self.ip)
         except Refusal as refusal:
-            self.rt.refused(refusal)
+            rt.refused(refusal)
             self.session.close(refusal.close_code, str(refusal))
             self.close()
             return
+        rt.ws[self.session.client_id] = self
+        rt.per_ip[self.ip] += 1
         self._enqueue(_OPEN)
         if pending:
             self.data_received(pending)
 
     async def _admit(self) -> None:
         s, rt = self.session, self.rt
-        if s.principal is not None:
-            try:
-                await rt.acquire_user(s.user, s.client_id)
-            except HeraldError as exc:  # a limit, or the engine is unreachable (1011: retry later)
-                s.frames_to_send()  # the queued `connected` must not go out
-                if isinstance(exc, Refusal):
-                    rt.refused(exc)
-                    s.close(exc.close_code, str(exc))
-                else:
-                    s.close(CloseCode.INTERNAL_ERROR, exc.slug)
-                return
-        self._counted = True
-        rt.ws[s.client_id] = self
-        rt.per_ip[self.ip] += 1
+        if s.principal is not None and not await self._acquire():
+            s.frames_to_send()  # the queued `connected` must not go out
+            return
+        self._admitted = True
         rt.ws_accepted.inc()
         rt.ws_connections.inc()
         if s.principal is not None:
             await self.open()
         log.info("ws.connected", client=s.client_id, user=s.user or None, codec=s.codec.name)
 
+    async def _acquire(self) -> bool:
+        """Count the connection against its user's limit; on refusal (or an unreachable engine)
+        close with the reason."""
+        s = self.session
+        try:
+            await self.rt.acquire_user(s.user, s.client_id)
+        except HeraldError as exc:
+            if isinstance(exc, Refusal):
+                self.rt.refused(exc)
+            s.close(getattr(exc, "close_code", CloseCode.INTERNAL_ERROR), str(exc))
+            return False
+        return True
+
+    async def _first_message_auth(self) -> None:
+        s = self.session
+        if not await self._acquire():
+            s.principal = None  # nothing was counted for it
+            return
+        s.authenticated()
+        await self.open()
+
     def connection_lost(self, exc: Exception | None) -> None:
+        """What the client sent before it went away still runs (a publish then a hang-up is a
+        publish); then the connection is cleaned up."""
         self._lost = self._closing = True
-        self._inbox = None
         if self._abort is not None:
             self._abort.cancel()
         if self._worker is None:
             self.rt.tasks.spawn(self._finish(), name="ws.finish")
-        # else the worker finishes what it is doing, then calls _finish()
+        # else the worker runs what is queued, then calls _finish()
+        if self._previous is not None:  # aiohttp's request handler ends as on any disconnect
+            self._previous.connection_lost(exc)
 
     async def _finish(self) -> None:
         s, rt = self.session, self.rt
-        if not self._counted:
+        if rt.ws.get(s.client_id) is not self:
             return
-        self._counted = False
-        rt.ws.pop(s.client_id, None)
-        rt.per_ip[self.ip] -= 1
-        if rt.per_ip[self.ip] <= 0:
-            del rt.per_ip[self.ip]
-        rt.ws_connections.dec()
         code = s.close_code or self._peer_code or CloseCode.GOING_AWAY
-        rt.metrics.closed.labels("ws", str(int(code))).inc()
-        log.info("ws.closed", client=s.client_id, user=s.user or None, code=int(code),
-                 duration_ms=int((time.time() - s.opened_at) * 1000), msgs_in=s.msgs_in, msgs_out=s.msgs_out)
-        await self.cleanup()
+        try:
+            if self._admitted:
+                rt.ws_connections.dec()
+                rt.metrics.closed.labels("ws", str(int(code))).inc()
+                log.info("ws.closed", client=s.client_id, user=s.user or None, code=int(code),
+                         duration_ms=int((time.time() - s.opened_at) * 1000), msgs_in=s.msgs_in, msgs_out=s.msgs_out)
+                await self.cleanup()
+        finally:  # counted until cleaned up: a shutdown waits for this (node/drain.hang_up)
+            del rt.ws[s.client_id]
+            rt.per_ip[self.ip] -= 1
+            if rt.per_ip[self.ip] <= 0:
+                del rt.per_ip[self.ip]
 
     # --- input --------------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
-        if self._lost:
+        if self._lost or self._peer_closed:
             return
         try:
             events = self._reader.feed(data)
@@ -162,38 +188,54 @@ class WsConnection(Subscriber, asyncio.Protocol):
                 self.rt.msgs_in_ws.inc()
                 self._enqueue(payload)
 
-    def eof_received(self) -> bool:
-        return False  # the transport closes itself
-
     def _on_close_frame(self, payload: tuple[int | None, str]) -> None:
         code, _reason = payload
         self._peer_code = code
-        if not self._closing:  # the client closes: answer with its code, then hang up
-            self._closing = True
-            self.transport.write(ws_frame(OP_CLOSE, close_payload(code or CloseCode.NORMAL)))
+        if self._closing:  # the answer to our close frame
+            self.transport.close()
+        elif self._worker is None:
+            self._answer_close()
+        else:  # answer once the messages that came before it have run
+            self._peer_closed = True
+            self._enqueue(_PEER_CLOSED)
+
+    def _answer_close(self) -> None:
+        if not self._closing:
+            self._closing = self._peer_closed = True
+            self.transport.write(ws_frame(OP_CLOSE, close_payload(self._peer_code or CloseCode.NORMAL)))
         self.transport.close()
 
     def _enqueue(self, item: Any) -> None:
         if self._inbox is None:
             self._inbox = deque()
         self._inbox.append(item)
+        if isinstance(item, (str, bytes)):
+            self._queued += len(item)
         if self._worker is None:
             self._worker = self.rt.tasks.spawn(self._work(), name="ws.work")
-        elif len(self._inbox) > _INBOX_HIGH and not self._paused:
+        elif not self._paused and (len(self._inbox) > _INBOX_HIGH or self._queued > _INBOX_BYTES):
             self._paused = True
             self.transport.pause_reading()
 
     async def _work(self) -> None:
-        """Run queued messages one at a time, in order; exit when the queue is empty."""
+        """Run queued messages one at a time, in order; exit when the queue is empty. A close by
+        the server drops what is still queued (close() empties the queue)."""
         s = self.session
         try:
-            while self._inbox and not self._closing:
+            while self._inbox:
                 item = self._inbox.popleft()
-                if self._paused and len(self._inbox) < _INBOX_LOW:
+                if isinstance(item, (str, bytes)):
+                    self._queued -= len(item)
+                if self._paused and len(self._inbox) < _INBOX_LOW and self._queued <= _INBOX_BYTES:
                     self._paused = False
                     self.transport.resume_reading()
                 if not self._inbox:
                     self._inbox = None
+                if item is _PEER_CLOSED:
+                    self._answer_close()
+                    continue
+                if self._lost and not self._admitted:
+                    break  # gone before it was admitted: it never saw `connected`
                 try:
                     if item is _OPEN:
                         await self._admit()
@@ -205,24 +247,14 @@ class WsConnection(Subscriber, asyncio.Protocol):
                             await self.run(cmd)
                 except HeraldError as exc:  # the engine is unreachable: the client retries
                     s.close(CloseCode.INTERNAL_ERROR, exc.slug)
+                except Exception:  # a bug must cost this connection, not leave it hanging
+                    log.exception("ws.command.failed", client=s.client_id)
+                    s.close(CloseCode.INTERNAL_ERROR, "internal error")
                 self.flush()
         finally:
             self._worker = None
             if self._lost:
                 await self._finish()
-
-    async def _first_message_auth(self) -> None:
-        s = self.session
-        try:
-            await self.rt.acquire_user(s.principal.user, s.client_id)
-        except HeraldError as exc:  # Refusal or engine unavailable: nothing was counted
-            if isinstance(exc, Refusal):
-                self.rt.refused(exc)
-            s.principal = None
-            s.close(getattr(exc, "close_code", CloseCode.INTERNAL_ERROR), str(exc))
-            return
-        s.authenticated()
-        await self.open()
 
     # --- output -------------------------------------------------------------------------------
     def write(self, data: bytes) -> None:
@@ -283,7 +315,7 @@ class WsConnection(Subscriber, asyncio.Protocol):
                     {"type": "reconnect", "reason": advisory.reason, "after_ms": after_ms})))
             s.close(advisory.close_code, advisory.reason)
         self._closing = True
-        self._inbox = None
+        self._inbox, self._queued = None, 0  # the server closes: what is still queued is dropped
         if self._paused:  # the client's answer to our close frame must be read
             self._paused = False
             transport.resume_reading()

@@ -2,7 +2,7 @@
 
 `parse_head(data)` parses an HTTP/1.1 request head with httptools (llhttp, the parser of
 Node.js and uvicorn); `upgrade_error(head)` says what is wrong with it as a WebSocket upgrade;
-`accept(head, subprotocols)` builds the `101 Switching Protocols` answer.
+`accept(head, subprotocol)` builds the `101 Switching Protocols` answer.
 """
 
 from __future__ import annotations
@@ -11,20 +11,18 @@ import base64
 import binascii
 import hashlib
 from dataclasses import dataclass, field
-from http import HTTPStatus
 from urllib.parse import parse_qsl
 
 import httptools
-import orjson
 
-__all__ = ["Head", "HeadError", "parse_head", "upgrade_error", "accept", "http_error", "MAX_HEAD"]
+__all__ = ["Head", "HeadError", "parse_head", "upgrade_error", "choose_subprotocol", "accept", "MAX_HEAD"]
 
 MAX_HEAD = 16384  # bytes of request line and headers (aiohttp's limit is 8190 per line)
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
 class HeadError(Exception):
-    """An unparseable request head: answer 400 and close."""
+    """An unparseable or oversized request head."""
 
 
 @dataclass(slots=True)
@@ -64,7 +62,7 @@ class _Collector:
 
     def on_header(self, name: bytes, value: bytes) -> None:
         key = name.decode("latin-1").lower()
-        text = value.decode("latin-1")
+        text = value.decode("utf-8", "surrogateescape")  # as aiohttp decodes header values
         self.headers[key] = f"{self.headers[key]}, {text}" if key in self.headers else text
 
     def on_headers_complete(self) -> None:
@@ -139,12 +137,3 @@ def accept(head: Head, subprotocol: str | None) -> bytes:
     if subprotocol is not None:
         lines.append(b"Sec-WebSocket-Protocol: " + subprotocol.encode())
     return b"\r\n".join(lines) + b"\r\n\r\n"
-
-
-def http_error(status: int, slug: str, message: str, extra: dict[str, str] | None = None) -> bytes:
-    """A complete `Connection: close` response with the contract's JSON error body."""
-    body = orjson.dumps({"error": {"code": slug, "message": message}})
-    lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}", "Content-Type: application/json",
-             f"Content-Length: {len(body)}", "Connection: close", "X-Content-Type-Options: nosniff"]
-    lines += [f"{k}: {v}" for k, v in (extra or {}).items()]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body

@@ -55,7 +55,7 @@ class FrameReader:
 
     def __init__(self, max_size: int) -> None:
         self.max_size = max_size
-        self._buf = b""  # bytes of an incomplete frame
+        self._buf: bytes | bytearray = b""  # bytes of an incomplete frame
         self._parts: list[bytes] | None = None  # fragments of an incomplete message
         self._op = 0
         self._size = 0
@@ -63,7 +63,11 @@ class FrameReader:
     def feed(self, data: bytes) -> list[tuple[int, object]]:
         """Complete events as `(opcode, payload)`: OP_TEXT → str, OP_BINARY/OP_PING/OP_PONG →
         bytes, OP_CLOSE → (code or None, reason). Nothing after a close frame is read."""
-        buf = self._buf + data if self._buf else data
+        if self._buf:
+            self._buf += data  # a bytearray: appending is amortised, however small the pieces
+            buf = self._buf
+        else:
+            buf = data
         events: list[tuple[int, object]] = []
         pos, end = 0, len(buf)
         while end - pos >= 2:
@@ -121,7 +125,12 @@ class FrameReader:
                         raise FrameError(1007, "text message is not valid UTF-8") from None
                 else:
                     events.append((OP_BINARY, message))
-        self._buf = buf[pos:] if pos < end else b""
+        if pos == end:
+            self._buf = b""
+        elif buf is self._buf:
+            del buf[:pos]
+        else:
+            self._buf = bytearray(buf[pos:])
         return events
 
     @staticmethod

@@ -7,13 +7,15 @@ node's edge hands such a connection (its first request line is `POST /api/publis
 same answers as the aiohttp route (`core/web/api.publish_one`). The first request it does not
 serve itself — another path, chunked bodies, `Expect`, HTTP/1.0, a body over the limit — and
 everything after it is handed to aiohttp once the earlier answers are out.
+
+Bounded like aiohttp: reading pauses while too much is queued or the client does not read its
+answers, and a connection idle for KEEPALIVE_TIMEOUT is closed.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from http import HTTPStatus
 from typing import Any
 
 import orjson
@@ -23,81 +25,107 @@ from herald.core.protocol.errors import HeraldError, ProtocolError, Unauthorized
 from herald.core.protocol.handshake import MAX_HEAD, HeadError, parse_head
 
 from .api import ApiContext, publish_one
-from .http import API_KEY_HINT
+from .http import API_KEY_HINT, error_body, http_response
 from .serve import ProtocolFactory, hand_off
 
-__all__ = ["PublishConnection", "PUBLISH_LINE"]
+__all__ = ["PublishConnection", "PUBLISH_LINE", "KEEPALIVE_TIMEOUT"]
 
 log = structlog.get_logger("herald.api")
 
 PUBLISH_LINE = b"POST /api/publish "
+KEEPALIVE_TIMEOUT = 75.0  # seconds an idle keep-alive connection stays open (aiohttp's default)
 _HAND_OFF = object()  # queue marker: the rest of the connection goes to aiohttp
 _QUEUE_HIGH = 256  # queued requests: stop reading above this...
 _QUEUE_LOW = 64  # ...and resume below this
+_QUEUE_BYTES = 1_048_576  # ...or above this many queued body bytes
 _BATCH = 64  # pipelined publishes started together
 
 
-def _error(slug: str, message: str) -> bytes:
-    return orjson.dumps({"error": {"code": slug, "message": message}})
-
-
-def _response(status: int, body: bytes, keep_alive: bool) -> bytes:
-    reason = HTTPStatus(status).phrase.encode()
-    return b"HTTP/1.1 %d %b\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%b\r\n%b" % (
-        status, reason, len(body), b"" if keep_alive else b"Connection: close\r\n", body)
-
-
 class PublishConnection(asyncio.Protocol):
-    __slots__ = ("ctx", "fallback", "transport", "buf", "queue", "worker", "handing_off", "paused")
+    __slots__ = ("ctx", "fallback", "transport", "buf", "head", "queue", "queued", "worker", "handing_off",
+                 "paused", "drained", "active", "timer")
 
     def __init__(self, ctx: ApiContext, fallback: ProtocolFactory, transport: Any) -> None:
         self.ctx = ctx
         self.fallback = fallback
         self.transport = transport
-        self.buf = b""
+        self.buf = bytearray()
+        self.head: tuple[str, bool, int, int] | None = None  # parsed head of a request whose body is arriving
         self.queue: deque[Any] = deque()
+        self.queued = 0  # body bytes in the queue
         self.worker: asyncio.Task[None] | None = None
         self.handing_off = False
-        self.paused = False
+        self.paused = False  # reading paused: too much queued, or handing off
+        self.drained: asyncio.Future[None] | None = None  # set while the client does not read its answers
+        loop = asyncio.get_running_loop()
+        self.active = loop.time()
+        self.timer = loop.call_later(KEEPALIVE_TIMEOUT, self._check_idle)
 
+    # --- asyncio.Protocol ---------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
         self.buf += data
+        self.active = asyncio.get_running_loop().time()
         if not self.handing_off:
             self._parse()
 
-    def eof_received(self) -> bool:
-        return False
-
     def connection_lost(self, exc: Exception | None) -> None:
         self.queue.clear()  # a publish in progress completes; its answer has nowhere to go
+        self.timer.cancel()
+        self.resume_writing()
 
+    def pause_writing(self) -> None:
+        if self.drained is None:
+            self.drained = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        if self.drained is not None:
+            if not self.drained.done():
+                self.drained.set_result(None)
+            self.drained = None
+
+    def _check_idle(self) -> None:
+        loop = asyncio.get_running_loop()
+        idle_until = self.active + KEEPALIVE_TIMEOUT
+        if self.worker is None and not self.queue and loop.time() >= idle_until:
+            self.transport.close()
+        else:
+            self.timer = loop.call_at(max(idle_until, loop.time() + 1.0), self._check_idle)
+
+    # --- requests -----------------------------------------------------------------------------
     def _parse(self) -> None:
         buf, pos = self.buf, 0
         while pos < len(buf):
-            try:
-                head = parse_head(buf[pos:pos + MAX_HEAD + 1])  # enough to tell "too large"
-            except HeadError:
-                self._hand_off_from(pos)  # aiohttp answers malformed and oversized requests
-                break
-            if head is None:
-                break  # wait for the rest of the head
-            h = head.headers
-            length = h.get("content-length", "")
-            if (head.method != "POST" or head.path != "/api/publish" or head.query_string or head.version != "1.1"
-                    or "transfer-encoding" in h or "expect" in h or not length.isdigit()
-                    or int(length) > self.ctx.max_body):
-                self._hand_off_from(pos)  # aiohttp serves these (other routes, 413, chunked, 100-continue...)
-                break
-            start, size = pos + head.body_start, int(length)
+            if self.head is None:
+                try:
+                    head = parse_head(buf[pos:pos + MAX_HEAD + 1])  # enough to tell "too large"
+                except HeadError:
+                    self._hand_off_later()  # aiohttp answers malformed and oversized requests
+                    break
+                if head is None:
+                    break  # wait for the rest of the head
+                h = head.headers
+                length = h.get("content-length", "")
+                if (head.method != "POST" or head.path != "/api/publish" or head.query_string
+                        or head.version != "1.1" or "transfer-encoding" in h or "expect" in h
+                        or not length.isdigit() or int(length) > self.ctx.max_body):
+                    self._hand_off_later()  # aiohttp serves these (other routes, 413, chunked, 100-continue...)
+                    break
+                keep_alive = "close" not in h.get("connection", "").lower()
+                self.head = (h.get("authorization", ""), keep_alive, head.body_start, int(length))
+            authorization, keep_alive, body_start, size = self.head
+            start = pos + body_start
             if len(buf) - start < size:
-                break
+                break  # wait for the rest of the body (the head stays parsed)
+            self.head = None
             pos = start + size
-            self._enqueue((h.get("authorization", ""), buf[start:pos], "close" not in h.get("connection", "").lower()))
-        self.buf = buf[pos:]
+            self._enqueue((authorization, bytes(buf[start:pos]), keep_alive))
+        if pos:
+            del self.buf[:pos]
 
-    def _hand_off_from(self, pos: int) -> None:
+    def _hand_off_later(self) -> None:
+        """The rest of the buffer (from the request just seen) goes to aiohttp once the answers
+        before it are out."""
         self.handing_off = True
-        self.buf = self.buf[pos:]
         if not self.paused:  # nothing more is read until aiohttp has the connection
             self.paused = True
             self.transport.pause_reading()
@@ -105,9 +133,11 @@ class PublishConnection(asyncio.Protocol):
 
     def _enqueue(self, item: Any) -> None:
         self.queue.append(item)
+        if item is not _HAND_OFF:
+            self.queued += len(item[1])
         if self.worker is None:
             self.worker = asyncio.get_running_loop().create_task(self._work())
-        elif len(self.queue) > _QUEUE_HIGH and not self.paused:
+        elif not self.paused and (len(self.queue) > _QUEUE_HIGH or self.queued > _QUEUE_BYTES):
             self.paused = True
             self.transport.pause_reading()
 
@@ -117,15 +147,20 @@ class PublishConnection(asyncio.Protocol):
         each channel, and share the engine's batches; their answers leave in one write."""
         try:
             while self.queue:
+                if self.drained is not None:  # the client is not reading its answers: wait
+                    await self.drained
                 if self.queue[0] is _HAND_OFF:
                     self._hand_off()
                     return
                 batch = []
                 while self.queue and self.queue[0] is not _HAND_OFF and len(batch) < _BATCH:
-                    batch.append(self.queue.popleft())
-                    if not batch[-1][2]:  # Connection: close ends the connection after it
+                    item = self.queue.popleft()
+                    self.queued -= len(item[1])
+                    batch.append(item)
+                    if not item[2]:  # Connection: close ends the connection after it
                         self.queue.clear()
-                if self.paused and not self.handing_off and len(self.queue) < _QUEUE_LOW:
+                if (self.paused and not self.handing_off and len(self.queue) < _QUEUE_LOW
+                        and self.queued <= _QUEUE_BYTES):
                     self.paused = False
                     self.transport.resume_reading()
                 if len(batch) == 1:
@@ -149,15 +184,16 @@ class PublishConnection(asyncio.Protocol):
                 obj = orjson.loads(body)
             except orjson.JSONDecodeError:
                 raise ProtocolError("body is not valid JSON") from None
-            return _response(200, orjson.dumps(await publish_one(self.ctx, obj)), keep_alive)
+            return http_response(200, orjson.dumps(await publish_one(self.ctx, obj)), keep_alive=keep_alive)
         except HeraldError as exc:
-            return _response(exc.code, _error(exc.slug, str(exc) or exc.slug), keep_alive)
+            return http_response(exc.code, error_body(exc.slug, str(exc) or exc.slug), keep_alive=keep_alive)
         except Exception:
             log.exception("api.publish.failed")
-            return _response(500, _error("internal_error", "internal error"), keep_alive)
+            return http_response(500, error_body("internal_error", "internal error"), keep_alive=keep_alive)
 
     def _hand_off(self) -> None:
-        buf, self.buf = self.buf, b""
+        self.timer.cancel()  # aiohttp keeps its own keep-alive timer
+        buf, self.buf = bytes(self.buf), bytearray()
         if self.paused:
             self.transport.resume_reading()
         hand_off(self.transport, self.fallback, buf)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import hmac
+import time
+from email.utils import formatdate
+from http import HTTPStatus
 from typing import Any
 
 import orjson
@@ -10,7 +14,8 @@ from aiohttp import web
 
 from herald.core.protocol.errors import HeraldError, PayloadTooBig, ProtocolError
 
-__all__ = ["json_error", "json_response", "read_json", "error_middleware", "apikey_matches", "API_KEY_HINT"]
+__all__ = ["json_error", "json_response", "read_json", "error_middleware", "apikey_matches", "API_KEY_HINT",
+           "error_body", "http_response", "http_error"]
 
 #: The message of every 401 for the server and admin APIs.
 API_KEY_HINT = "missing or wrong API key (Authorization: apikey <key>)"
@@ -19,15 +24,57 @@ API_KEY_HINT = "missing or wrong API key (Authorization: apikey <key>)"
 def apikey_matches(authorization: str, key: bytes) -> bool:
     """`Authorization: apikey <key>` with the configured key (constant-time; never with no key)."""
     scheme, _, given = authorization.partition(" ")
-    return scheme.lower() == "apikey" and bool(key) and hmac.compare_digest(given.strip().encode(), key)
+    return scheme.lower() == "apikey" and bool(key) and hmac.compare_digest(
+        given.strip().encode("utf-8", "surrogateescape"), key)
 
 
 def json_response(obj: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(obj), status=status, content_type="application/json")
 
 
+def error_body(slug: str, message: str) -> bytes:
+    """The contract's error body: {"error":{"code","message"}}."""
+    return orjson.dumps({"error": {"code": slug, "message": message}})
+
+
 def json_error(status: int, slug: str, message: str) -> web.Response:
-    return json_response({"error": {"code": slug, "message": message}}, status)
+    return web.Response(body=error_body(slug, message), status=status, content_type="application/json")
+
+
+_date: tuple[int, bytes] = (0, b"")
+
+
+def _date_header() -> bytes:
+    """The `Date` header's value, formatted at most once a second."""
+    global _date
+    now = int(time.time())
+    if _date[0] != now:
+        _date = (now, formatdate(now, usegmt=True).encode())
+    return _date[1]
+
+
+@functools.cache
+def _phrase(status: int) -> bytes:
+    try:
+        return HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b"Unknown"
+
+
+def http_response(status: int, body: bytes, *, keep_alive: bool = True, headers: dict[str, str] | None = None) -> bytes:
+    """A complete HTTP/1.1 response with a JSON body, as bytes (for the protocols that write
+    their answers themselves: node/edge.py, core/web/fastpath.py)."""
+    extra = b"" if keep_alive else b"Connection: close\r\n"
+    if headers:
+        extra += "".join(f"{k}: {v}\r\n" for k, v in headers.items()).encode("latin-1")
+    return b"HTTP/1.1 %d %b\r\nContent-Type: application/json\r\nContent-Length: %d\r\nDate: %b\r\n%b\r\n%b" % (
+        status, _phrase(status), len(body), _date_header(), extra, body)
+
+
+def http_error(status: int, slug: str, message: str, headers: dict[str, str] | None = None) -> bytes:
+    """A complete `Connection: close` error response with the contract's body."""
+    return http_response(status, error_body(slug, message), keep_alive=False,
+                         headers={"X-Content-Type-Options": "nosniff", **(headers or {})})
 
 
 async def read_json(request: web.Request, limit: int) -> Any:

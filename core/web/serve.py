@@ -6,12 +6,12 @@ import asyncio
 import signal
 from collections.abc import Awaitable, Callable
 
-ProtocolFactory = Callable[[], asyncio.Protocol]
-
 import structlog
 from aiohttp import web
 
 __all__ = ["serve_until_signal", "hand_off", "ProtocolFactory"]
+
+ProtocolFactory = Callable[[], asyncio.Protocol]
 
 log = structlog.get_logger("herald.serve")
 

@@ -671,3 +671,138 @@ async def test_the_connections_gauge_returns_after_each_kind_of_close(edge_node:
         assert await gauge(edge_node) == before
     await gauge_is(edge_node, before)
     await settled(edge_node, timeout=10)
+
+
+# ==============================================================================================
+# Found in review: queued messages before a close, upgrades on reused connections, bursts,
+# shutdown, and answers nobody reads
+# ==============================================================================================
+
+
+async def test_a_publish_sent_just_before_the_close_frame_is_published(edge_node: HeraldProcess) -> None:
+    """"Send, then close" in one write: the publish runs and is answered, then the close is echoed."""
+    channel = f"room:lastword-{uid()}"
+    ws = await open_raw(edge_node)
+    try:
+        ws.writer.write(client_frame(OP_TEXT, json.dumps({"type": "publish", "id": 1, "channel": channel,
+                                                          "data": "last words"}).encode())
+                        + client_frame(OP_CLOSE, (1000).to_bytes(2, "big")))
+        reply = await reply_to(ws, 1)
+        assert reply["type"] == "published", reply
+        op, payload = await next_frame(ws)
+        assert op == OP_CLOSE and int.from_bytes(payload[:2], "big") == 1000
+    finally:
+        await ws.close()
+    status, hist = await api(edge_node, "GET", f"/api/history/{channel}")
+    assert status == 200 and [m["data"] for m in hist["messages"]] == ["last words"]
+
+
+async def test_a_publish_sent_just_before_a_hang_up_is_published(edge_node: HeraldProcess) -> None:
+    channel = f"room:hangup-{uid()}"
+    ws = await open_raw(edge_node)
+    ws.writer.write(client_frame(OP_TEXT, json.dumps({"type": "publish", "channel": channel, "data": 1}).encode()))
+    ws.writer.write_eof()
+    await ws.close()
+
+    async def published() -> bool:
+        _, hist = await api(edge_node, "GET", f"/api/history/{channel}")
+        return [m["data"] for m in hist["messages"]] == [1]
+
+    await wait_for(published)
+
+
+async def test_an_upgrade_on_a_reused_keep_alive_connection_is_served(edge_node: HeraldProcess) -> None:
+    """Proxies that pool upstream connections send an upgrade after other requests on the same
+    connection: aiohttp answers that handshake, and the connection is then a full WebSocket."""
+    before = await gauge(edge_node)
+    channel = f"room:reused-{uid()}"
+    data, key = upgrade_request(edge_node, token=make_token(f"reused-{uid()}"))
+    probe = f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{edge_node.port}\r\n\r\n".encode()
+    async with asyncio.timeout(seconds(10)):
+        reader, writer = await connect(edge_node)
+        writer.write(probe)
+        assert (await read_response(reader))[0] == 200
+        writer.write(data)
+        status, headers, _ = await read_response(reader)
+    assert status == 101, (status, headers)
+    assert headers["sec-websocket-accept"] == base64.b64encode(hashlib.sha1(key.encode() + GUID).digest()).decode()
+    ws = RawWs(reader, writer)
+    try:
+        assert (await next_json(ws))["type"] == "connected"
+        ws.send_json({"type": "subscribe", "id": 1, "channel": channel})
+        assert (await reply_to(ws, 1))["type"] == "subscribed"
+        await publish(edge_node, channel, "via aiohttp's handshake")
+        got = await next_json(ws)
+        while got["type"] == "join":  # room:* announces joins
+            got = await next_json(ws)
+        assert got["type"] == "message" and got["data"] == "via aiohttp's handshake", got
+        ws.writer.write(client_frame(OP_CLOSE, (1000).to_bytes(2, "big")))
+        op, _ = await next_frame(ws)
+        assert op == OP_CLOSE
+    finally:
+        await ws.close()
+    await gauge_is(edge_node, before)
+
+
+async def test_a_burst_of_connects_cannot_overshoot_the_per_ip_limit() -> None:
+    """Ten upgrades written at once against --max-connections-per-ip 2: two are admitted, the
+    others are closed with 1013 — the limit counts a connection from its upgrade on."""
+    server = serve("--max-connections-per-ip", "2")
+    try:
+        conns = []
+        for i in range(10):
+            data, key = upgrade_request(server, token=make_token(f"burst-{i}-{uid()}"))
+            conns.append(await connect(server))
+            conns[-1][1].write(data)
+        outcomes = []
+        for reader, writer in conns:
+            async with asyncio.timeout(seconds(10)):
+                status, _, _ = await read_response(reader)
+                assert status == 101
+                ws = RawWs(reader, writer)
+                op, payload = await next_frame(ws)
+                outcomes.append("connected" if op == OP_TEXT and json.loads(payload)["type"] == "connected"
+                                else int.from_bytes(payload[:2], "big"))
+        assert sorted(outcomes, key=str) == [1013] * 8 + ["connected"] * 2, outcomes
+        for _, writer in conns:
+            writer.close()
+    finally:
+        server.stop()
+
+
+async def test_shutdown_cleans_up_clients_that_never_answer_the_close() -> None:
+    """--drain-window 0 and a client that never answers its close frame: the node still logs the
+    close and cleans the connection up before it stops (not at interpreter exit)."""
+    server = serve("--drain-window", "0")
+    ws = await open_raw(server, "mute")
+    server.proc.send_signal(2)
+    try:
+        await asyncio.wait_for(asyncio.to_thread(server.proc.wait), seconds(10))
+    finally:
+        await ws.close()
+    log = server.output()
+    assert '"ws.closed"' in log and log.index('"ws.closed"') < log.index('"node.stopped"'), log[-2000:]
+
+
+async def test_answers_nobody_reads_do_not_pile_up_in_the_server(edge_node: HeraldProcess) -> None:
+    """A publisher that pipelines without ever reading its answers is stopped by TCP flow control:
+    the server stops reading instead of buffering answers."""
+    body = json.dumps({"channel": "room:unread", "data": "x"}).encode()
+    one = (f"POST /api/publish HTTP/1.1\r\nHost: x\r\nAuthorization: apikey wrong\r\n"
+           f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    rss_before = _rss_kib(edge_node.proc.pid)
+    reader, writer = await connect(edge_node, rcvbuf=4096)
+    try:
+        sent = 0
+        with pytest.raises(TimeoutError):  # never completes: the server stopped reading
+            async with asyncio.timeout(seconds(3)):
+                while sent < 400_000:
+                    writer.write(one * 1000)
+                    sent += 1000
+                    await writer.drain()
+        assert sent < 400_000
+        assert _rss_kib(edge_node.proc.pid) - rss_before < 32 * 1024
+        status, _ = await api(edge_node, "GET", "/healthz")
+        assert status == 200
+    finally:
+        writer.transport.abort()

@@ -20,10 +20,10 @@ from herald.core.protocol.handshake import (
     HeadError,
     accept,
     choose_subprotocol,
-    http_error,
     parse_head,
     upgrade_error,
 )
+from herald.core.web.http import http_error
 
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455 §1.3
 SUPPORTED = ("herald.json", "herald.msgpack")

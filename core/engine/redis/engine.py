@@ -88,6 +88,7 @@ class RedisEngine(Engine):
         self._index_changes: dict[str, dict[bytes, bool]] = {}  # node -> {ref: added?} to write
         self._publishing: dict[int, list[tuple[list[str], list[Any], asyncio.Future[Any]]]] = {}  # shard -> next batch
         self._publish_busy: set[int] = set()  # shards with a batch on its way
+        self._epochs = random.Random()  # candidate epochs (see _new_epoch)
 
     # --- plumbing -----------------------------------------------------------------------------
     def _client(self, url: str, max_connections: int, **kw: Any) -> aioredis.Redis:
@@ -154,8 +155,9 @@ class RedisEngine(Engine):
 
     def _new_epoch(self) -> str:
         """A candidate epoch, used only by a partition that has none (new, or its data lost).
-        Unique, not secret: the process's PRNG (seeded from the OS) is enough, and cheap."""
-        return f"{random.getrandbits(32):08x}"
+        Unique, not secret: a private PRNG seeded from the OS is enough, and cheap (and no
+        `random.seed()` elsewhere in the process can make it repeat)."""
+        return f"{self._epochs.getrandbits(32):08x}"
 
     # --- publishing ---------------------------------------------------------------------------
     def _publish_call(self, r: PublishRequest) -> tuple[int, list[str], list[Any]]:
