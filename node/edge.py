@@ -64,13 +64,14 @@ def admit_upgrade(rt: NodeRuntime, origin: str | None, host: str, token: str | N
 
 
 def open_connection(rt: NodeRuntime, transport: Any, principal: Principal | None, subprotocol: str | None, ip: str,
-                    now: float, previous: asyncio.BaseProtocol | None = None) -> None:
-    """The handshake's answer is out: `transport` now belongs to a new WsConnection."""
+                    now: float, *, greeting: bytes = b"", previous: asyncio.BaseProtocol | None = None) -> None:
+    """The handshake passed: `transport` now belongs to a new WsConnection, which sends
+    `greeting` (the 101, unless aiohttp sent it) with its first frames."""
     session = Session(secrets.token_urlsafe(9), rt.node_id, codec_for_subprotocol(subprotocol), rt.limits,
                       rt.verify, now, principal, on_error=rt.count_error)
     conn = WsConnection(rt, transport, session, ip, previous)
     transport.set_protocol(conn)
-    conn.start(b"")
+    conn.start(greeting)
 
 
 class EdgeProtocol(asyncio.Protocol):
@@ -158,8 +159,8 @@ class EdgeProtocol(asyncio.Protocol):
             return self._refuse(refused.status, refused.slug, refused.message, refused.reason)
         subprotocol = choose_subprotocol(head, SUBPROTOCOLS)
         peer = transport.get_extra_info("peername")
-        transport.write(accept(head, subprotocol))
-        open_connection(rt, transport, principal, subprotocol, peer[0] if isinstance(peer, tuple) else "?", now)
+        open_connection(rt, transport, principal, subprotocol, peer[0] if isinstance(peer, tuple) else "?", now,
+                        greeting=accept(head, subprotocol))
         if pending:
             transport.get_protocol().data_received(pending)
         return None

@@ -58,7 +58,8 @@ _PEER_CLOSED = object()  # inbox marker: the client's close frame, answered afte
 
 class WsConnection(Subscriber, asyncio.Protocol):
     __slots__ = ("rt", "transport", "session", "ip", "opcode", "user", "_reader", "_inbox", "_queued", "_worker",
-                 "_closing", "_peer_closed", "_admitted", "_lost", "_paused", "_peer_code", "_abort", "_previous")
+                 "_closing", "_peer_closed", "_admitted", "_lost", "_paused", "_peer_code", "_abort", "_previous",
+                 "_greeting")
 
     def __init__(self, rt: NodeRuntime, transport: Any, session: Session, ip: str,
                  previous: asyncio.BaseProtocol | None = None) -> None:
@@ -80,12 +81,14 @@ class WsConnection(Subscriber, asyncio.Protocol):
         self._peer_code: int | None = None  # the code of the client's close frame
         self._abort: asyncio.TimerHandle | None = None
         self._previous = previous  # aiohttp's protocol, when aiohttp did the handshake (node/edge.py)
+        self._greeting = b""  # the handshake's 101, sent with the first frames (one write, not two)
 
     # --- lifecycle ----------------------------------------------------------------------------
-    def start(self, pending: bytes) -> None:
-        """The 101 is out and this object is the transport's protocol: apply the node's limits and
-        count the connection at once (so a burst of connects cannot overshoot them), then admit it
-        in the background; `pending` are bytes the client sent early."""
+    def start(self, greeting: bytes = b"") -> None:
+        """This object is now the transport's protocol: apply the node's limits and count the
+        connection at once (so a burst of connects cannot overshoot them), then admit it in the
+        background. `greeting` (the 101) leaves with the first frames: `connected`, or the close."""
+        self._greeting = greeting
         rt = self.rt
         try:
             rt.admit(self.ip)
@@ -97,8 +100,6 @@ class WsConnection(Subscriber, asyncio.Protocol):
         rt.ws[self.session.client_id] = self
         rt.per_ip[self.ip] += 1
         self._enqueue(_OPEN)
-        if pending:
-            self.data_received(pending)
 
     async def _admit(self) -> None:
         s, rt = self.session, self.rt
@@ -202,7 +203,7 @@ class WsConnection(Subscriber, asyncio.Protocol):
     def _answer_close(self) -> None:
         if not self._closing:
             self._closing = self._peer_closed = True
-            self.transport.write(ws_frame(OP_CLOSE, close_payload(self._peer_code or CloseCode.NORMAL)))
+            self._send(ws_frame(OP_CLOSE, close_payload(self._peer_code or CloseCode.NORMAL)))
         self.transport.close()
 
     def _enqueue(self, item: Any) -> None:
@@ -257,11 +258,17 @@ class WsConnection(Subscriber, asyncio.Protocol):
                 await self._finish()
 
     # --- output -------------------------------------------------------------------------------
+    def _send(self, data: bytes) -> None:
+        """Every byte to the client goes through here, the pending 101 first."""
+        if self._greeting:
+            data, self._greeting = self._greeting + data, b""
+        self.transport.write(data)
+
     def write(self, data: bytes) -> None:
         transport = self.transport
         if self._closing or transport.is_closing():
             return
-        transport.write(data)
+        self._send(data)
         if transport.get_write_buffer_size() > self.rt.config.send_buffer:
             self.rt.metrics.slow.inc()
             self.session.close(ADVISORY_SLOW.close_code, "slow consumer")
@@ -272,6 +279,8 @@ class WsConnection(Subscriber, asyncio.Protocol):
         if frames:
             op = self.opcode
             self.write(b"".join([ws_frame(op, f) for f in frames]))
+        elif self._greeting:  # admitted without a frame to send (first-message auth): the 101 now
+            self.write(b"")
         if self.session.close_code is not None:
             self.close()
 
@@ -311,7 +320,7 @@ class WsConnection(Subscriber, asyncio.Protocol):
         transport, s = self.transport, self.session
         if advisory is not None:
             if not transport.is_closing():
-                transport.write(ws_frame(self.opcode, s.codec.encode(
+                self._send(ws_frame(self.opcode, s.codec.encode(
                     {"type": "reconnect", "reason": advisory.reason, "after_ms": after_ms})))
             s.close(advisory.close_code, advisory.reason)
         self._closing = True
@@ -321,7 +330,7 @@ class WsConnection(Subscriber, asyncio.Protocol):
             transport.resume_reading()
         if transport.is_closing():
             return
-        transport.write(ws_frame(OP_CLOSE, close_payload(int(s.close_code or CloseCode.NORMAL), s.close_reason)))
+        self._send(ws_frame(OP_CLOSE, close_payload(int(s.close_code or CloseCode.NORMAL), s.close_reason)))
         self._abort = asyncio.get_running_loop().call_later(_CLOSE_TIMEOUT, transport.abort)
 
     # --- commands -----------------------------------------------------------------------------
