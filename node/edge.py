@@ -161,8 +161,8 @@ class EdgeProtocol(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         open_connection(rt, transport, principal, subprotocol, peer[0] if isinstance(peer, tuple) else "?", now,
                         greeting=accept(head, subprotocol))
-        if pending:
-            transport.get_protocol().data_received(pending)
+        if pending:  # frames the client sent right behind its request
+            transport.get_protocol().data_received(pending)  # type: ignore[attr-defined]
         return None
 
 

@@ -29,7 +29,7 @@ class FrameError(Exception):
         self.reason = reason
 
 
-def _unmask(payload: bytes, mask: bytes) -> bytes:
+def _unmask(payload: bytes | bytearray, mask: bytes | bytearray) -> bytes:
     n = len(payload)
     if not n:
         return b""
@@ -127,7 +127,7 @@ class FrameReader:
                     events.append((OP_BINARY, message))
         if pos == end:
             self._buf = b""
-        elif buf is self._buf:
+        elif isinstance(buf, bytearray) and buf is self._buf:
             del buf[:pos]
         else:
             self._buf = bytearray(buf[pos:])

@@ -152,7 +152,7 @@ class PublishConnection(asyncio.Protocol):
                 if self.queue[0] is _HAND_OFF:
                     self._hand_off()
                     return
-                batch = []
+                batch: list[tuple[str, bytes, bool]] = []
                 while self.queue and self.queue[0] is not _HAND_OFF and len(batch) < _BATCH:
                     item = self.queue.popleft()
                     self.queued -= len(item[1])
