@@ -16,6 +16,7 @@ import base64
 import hashlib
 import json
 import os
+import signal
 import socket
 import struct
 import time
@@ -774,12 +775,15 @@ async def test_shutdown_cleans_up_clients_that_never_answer_the_close() -> None:
     """--drain-window 0 and a client that never answers its close frame: the node still logs the
     close and cleans the connection up before it stops (not at interpreter exit)."""
     server = serve("--drain-window", "0")
-    ws = await open_raw(server, "mute")
-    server.proc.send_signal(2)
     try:
-        await asyncio.wait_for(asyncio.to_thread(server.proc.wait), seconds(10))
+        ws = await open_raw(server, "mute")
+        server.proc.send_signal(signal.SIGINT)
+        try:
+            await asyncio.wait_for(asyncio.to_thread(server.proc.wait), seconds(10))
+        finally:
+            await ws.close()
     finally:
-        await ws.close()
+        server.stop()  # joins the output reader and closes the pipe
     log = server.output()
     assert '"ws.closed"' in log and log.index('"ws.closed"') < log.index('"node.stopped"'), log[-2000:]
 
