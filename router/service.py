@@ -37,6 +37,7 @@ __all__ = ["Router", "RouterMetrics"]
 
 log = structlog.get_logger("herald.router")
 _PARTITION_RE = re.compile(rb"\{(\d+)\}")
+_TRICKLE = 256  # a read with fewer entries is followed by `linger` (a bigger one: read again at once)
 
 
 class RouterMetrics:
@@ -223,9 +224,9 @@ class Router:
                 reply = await client.xreadgroup(keys.GROUP, self.id, streams, count=self.batch, block=self.block_ms)
                 if reply:
                     await self._forward(shard, reply)
-                    if sum(len(entries) for _, entries in reply) < 32:
-                        # a trickle: let a few more entries gather so each read and append
-                        # round trip carries more than one (costs at most `linger` latency)
+                    if sum(len(entries) for _, entries in reply) < _TRICKLE:
+                        # not a backlog: let more entries gather so each read and append round
+                        # trip carries more of them (costs at most `linger` latency)
                         await asyncio.sleep(self.linger)
                 delay = 0.05
             except ResponseError as exc:
