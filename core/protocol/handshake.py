@@ -69,19 +69,20 @@ class _Collector:
         self.complete = True
 
 
-def parse_head(data: bytes) -> Head | None:
-    """The request head at the start of `data` (only the first one, if several are pipelined),
-    or None if it is not complete yet."""
-    end = data.find(b"\r\n\r\n")
-    if end < 0 or end + 4 > MAX_HEAD:
-        if end >= 0 or len(data) > MAX_HEAD:
+def parse_head(data: bytes | bytearray, start: int = 0) -> Head | None:
+    """The request head at `data[start:]` (only the first one, if several are pipelined), or
+    None if it is not complete yet. `body_start` is relative to `start`; nothing is copied but
+    the head itself."""
+    end = data.find(b"\r\n\r\n", start, start + MAX_HEAD)  # a head must end within MAX_HEAD
+    if end < 0:
+        if len(data) - start >= MAX_HEAD:
             raise HeadError("request head too large")
         return None
     collector = _Collector()
     parser = httptools.HttpRequestParser(collector)
     upgrade = False
     try:
-        parser.feed_data(data[:end + 4])
+        parser.feed_data(data[start:end + 4])
     except httptools.HttpParserUpgrade:
         upgrade = True
     except httptools.HttpParserError as exc:
@@ -94,7 +95,7 @@ def parse_head(data: bytes) -> Head | None:
         raise HeadError("malformed request target") from None
     return Head(parser.get_method().decode(), (url.path or b"/").decode("latin-1"),
                 (url.query or b"").decode("latin-1"), parser.get_http_version(), collector.headers,
-                upgrade, end + 4)
+                upgrade, end + 4 - start)
 
 
 def _tokens(value: str) -> set[str]:

@@ -22,7 +22,7 @@ import orjson
 import structlog
 
 from herald.core.protocol.errors import HeraldError, ProtocolError, Unauthorized
-from herald.core.protocol.handshake import MAX_HEAD, HeadError, parse_head
+from herald.core.protocol.handshake import HeadError, parse_head
 
 from .api import ApiContext, publish_one
 from .http import API_KEY_HINT, error_body, http_response
@@ -97,7 +97,7 @@ class PublishConnection(asyncio.Protocol):
         while pos < len(buf):
             if self.head is None:
                 try:
-                    head = parse_head(buf[pos:pos + MAX_HEAD + 1])  # enough to tell "too large"
+                    head = parse_head(buf, pos)
                 except HeadError:
                     self._hand_off_later()  # aiohttp answers malformed and oversized requests
                     break
