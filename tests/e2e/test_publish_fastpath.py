@@ -216,10 +216,13 @@ async def test_an_endless_head_after_a_publish_is_refused_not_buffered(herald: H
     """A head that never ends is not buffered without bound: past 16 KiB aiohttp gets the
     connection and refuses it."""
     conn = await Conn.open(herald)
-    await conn.send(publish("news:fp-endless", 1), b"POST /api/publish HTTP/1.1\r\nX-Pad: " + b"a" * 20_000)
-    [(status, _, _)] = await conn.answers(1)
-    assert status == 200
-    async with asyncio.timeout(seconds(10)):
-        rest = await conn.reader.read(65536)
-    assert re.match(rb"HTTP/1\.[01] 4\d\d ", rest), rest[:100]
-    await conn.close()
+    try:
+        await conn.send(publish("news:fp-endless", 1))
+        [(status, _, _)] = await conn.answers(1)
+        assert status == 200
+        await conn.send(b"POST /api/publish HTTP/1.1\r\nX-Pad: " + b"a" * 20_000)
+        async with asyncio.timeout(seconds(10)):
+            rest = await conn.reader.read()  # to EOF: the refusal, then the server hangs up
+        assert re.match(rb"HTTP/1\.[01] 4\d\d ", rest), rest[:100]
+    finally:
+        await conn.close()
