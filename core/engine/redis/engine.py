@@ -50,6 +50,9 @@ ALIVE_TTL_MS = 10_000  # a member without a heartbeat for this long is not liste
 INBOX_HOUSEKEEPING = 2.0  # seconds between trims of a node's inbox to what it has read
 
 
+_Call = tuple[str, list[str], list[Any], str, "asyncio.Future[Any]"]  # script, keys, args, what, reply
+
+
 def _s(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -86,8 +89,8 @@ class RedisEngine(Engine):
         self._inbox_read: dict[str, bytes] = {}  # node -> last inbox entry id read
         self._backlog: dict[str, int] = {}  # node -> inbox entries not yet trimmed (≈ unread)
         self._index_changes: dict[str, dict[bytes, bool]] = {}  # node -> {ref: added?} to write
-        self._publishing: dict[int, list[tuple[list[str], list[Any], asyncio.Future[Any]]]] = {}  # shard -> next batch
-        self._publish_busy: set[int] = set()  # shards with a batch on its way
+        self._queued: dict[int, list[_Call]] = {}  # shard -> the script calls of its next batch
+        self._busy: set[int] = set()  # shards with a batch on its way
         self._epochs = random.Random()  # candidate epochs (see _new_epoch)
 
     # --- plumbing -----------------------------------------------------------------------------
@@ -159,6 +162,78 @@ class RedisEngine(Engine):
         `random.seed()` elsewhere in the process can make it repeat)."""
         return f"{self._epochs.getrandbits(32):08x}"
 
+    # --- script calls, batched per shard ------------------------------------------------------
+    def _run(self, s: int, script: str, ks: list[str], args: list[Any], what: str) -> asyncio.Future[Any]:
+        """Run Lua `script` on shard `s`; the future's result is the reply, or the EngineUnavailable
+        it stands for (a result, not an exception, so a caller that gave up leaves no unretrieved
+        exception behind). Calls travel in batches per shard: while one batch is on its way, new
+        calls (publishes, a reconnect storm's subscriptions and presence) queue and leave together
+        when it returns — one pipeline, one round trip, each call its own atomic script, in the
+        order they were made. At low load a batch is one call and nothing waits; under load
+        batches grow and round trips per call fall."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queued.setdefault(s, []).append((script, ks, args, what, future))
+        if s not in self._busy:
+            self._busy.add(s)
+            self._tasks.spawn(self._send_queued(s), name=f"engine.batch.{s}")
+        return future
+
+    async def _script(self, s: int, script: str, ks: list[str], args: list[Any], what: str) -> Any:
+        reply = await self._run(s, script, ks, args, what)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    async def _send_queued(self, s: int) -> None:
+        try:
+            while self._queued.get(s):
+                batch = self._queued.pop(s)
+                try:
+                    replies = await self._pipeline_scripts(s, batch)
+                except Exception as exc:  # noqa: BLE001 - every waiting caller must hear about it
+                    replies = [EngineUnavailable(f"redis failed ({what}): {exc!r}") for *_, what, _ in batch]
+                for (*_, future), reply in zip(batch, replies, strict=True):
+                    if not future.done():
+                        future.set_result(reply)
+        finally:
+            self._busy.discard(s)
+
+    async def _pipeline_scripts(self, s: int, calls: Sequence[_Call]) -> list[Any]:
+        """The replies of `calls`, sent in one pipeline to shard `s`. EVALSHA goes straight into
+        the pipeline (redis-py would first ask SCRIPT EXISTS: a second round trip); a shard that
+        forgot its scripts (restarted) gets them loaded and the refused calls again — a refused
+        call did nothing, so retrying cannot run it twice."""
+        scripts = self.scripts[s]
+        replies: list[Any] = [None] * len(calls)
+        todo = list(range(len(calls)))
+        for attempt in range(2):
+            pipe = self.shards[s].pipeline(transaction=False)
+            for i in todo:
+                script, ks, args, _, _ = calls[i]
+                pipe.evalsha(getattr(scripts, script).sha, len(ks), *ks, *args)
+            try:
+                answers = await pipe.execute(raise_on_error=False)
+            except REDIS_ERRORS:
+                await self._drop_idle_connections()
+                for i in todo:
+                    replies[i] = EngineUnavailable(f"redis unreachable ({calls[i][3]})")
+                return replies
+            refused = []
+            for i, answer in zip(todo, answers, strict=True):
+                if isinstance(answer, NoScriptError) and not attempt:
+                    refused.append(i)
+                elif isinstance(answer, Exception):
+                    replies[i] = EngineUnavailable(f"redis refused ({calls[i][3]}): {answer}")
+                else:
+                    replies[i] = answer
+            if not refused:
+                break
+            for name in {calls[i][0] for i in refused}:
+                script_obj = getattr(scripts, name)
+                script_obj.sha = await self._call(calls[refused[0]][3], self.shards[s].script_load(script_obj.script))
+            todo = refused
+        return replies
+
     # --- publishing ---------------------------------------------------------------------------
     def _publish_call(self, r: PublishRequest) -> tuple[int, list[str], list[Any]]:
         """(shard, keys, args) of the publish_append script for one message."""
@@ -171,73 +246,21 @@ class RedisEngine(Engine):
 
     async def publish(self, channel: ChannelName, data: Any, *, event: str = "message", sender: str | None = None,
                       idempotency_key: str | None = None) -> PublishResult:
-        """Publishes travel in batches per shard: while one batch is on its way to a shard, new
-        publishes for it (concurrent API requests, client messages) queue and leave together when
-        it returns — one pipeline, each message its own atomic script. At low load a batch is one
-        message and nothing waits; under load batches grow and round trips per message fall."""
         request = PublishRequest(channel, data, event, sender, idempotency_key)
         s, ks, args = self._publish_call(request)
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._publishing.setdefault(s, []).append((ks, args, future))
-        if s not in self._publish_busy:
-            self._publish_busy.add(s)
-            self._tasks.spawn(self._publish_queued(s), name=f"engine.publish.{s}")
-        return _publish_result(request, await future)
-
-    async def _publish_queued(self, s: int) -> None:
-        try:
-            while self._publishing.get(s):
-                batch = self._publishing.pop(s)
-                try:
-                    replies = await self._run_publish_scripts(s, [(ks, args) for ks, args, _ in batch])
-                except Exception as exc:  # noqa: BLE001 - every waiting publisher must hear about it
-                    replies = [EngineUnavailable(f"publish failed: {exc!r}")] * len(batch)
-                for (_, _, future), reply in zip(batch, replies, strict=True):
-                    if not future.done():
-                        future.set_result(reply)
-        finally:
-            self._publish_busy.discard(s)
+        return _publish_result(request, await self._run(s, "publish_append", ks, args, "publish"))
 
     async def publish_batch(self, requests: Sequence[PublishRequest]) -> list[PublishResult | Exception]:
-        """One pipeline per shard (one round trip each), every message its own atomic script."""
-        calls = [self._publish_call(r) for r in requests]
-        by_shard: dict[int, list[int]] = {}
-        for i, (s, _, _) in enumerate(calls):
-            by_shard.setdefault(s, []).append(i)
-        shard_ids = list(by_shard)
-        done = await asyncio.gather(*(self._run_publish_scripts(s, [calls[i][1:] for i in by_shard[s]])
-                                      for s in shard_ids))
-        replies: list[Any] = [None] * len(requests)
-        for s, shard_replies in zip(shard_ids, done, strict=True):
-            for i, reply in zip(by_shard[s], shard_replies, strict=True):
-                replies[i] = reply
+        """Every message its own atomic script, all of them in the shards' next batches."""
+        futures = [self._run(s, "publish_append", ks, args, "publish")
+                   for s, ks, args in map(self._publish_call, requests)]
         out: list[PublishResult | Exception] = []
-        for r, reply in zip(requests, replies, strict=True):
+        for r, reply in zip(requests, await asyncio.gather(*futures), strict=True):
             try:
                 out.append(_publish_result(r, reply))
             except EngineUnavailable as exc:
                 out.append(exc)
         return out
-
-    async def _run_publish_scripts(self, s: int, calls: Sequence[tuple[list[str], list[Any]]]) -> list[Any]:
-        """The publish script for each (keys, args), in one pipeline to shard `s`. EVALSHA goes
-        straight into the pipeline (redis-py would first ask SCRIPT EXISTS: a second round trip);
-        a shard that forgot the script (restarted) gets it loaded and the refused calls again — a
-        refused call did nothing, so retrying cannot publish twice."""
-        script = self.scripts[s].publish_append
-        for attempt in range(2):
-            pipe = self.shards[s].pipeline(transaction=False)
-            for ks, args in calls:
-                pipe.evalsha(script.sha, len(ks), *ks, *args)
-            try:
-                replies: list[Any] = await pipe.execute(raise_on_error=False)
-                if attempt or not any(isinstance(r, NoScriptError) for r in replies):
-                    return replies
-                script.sha = await self.shards[s].script_load(script.script)
-            except REDIS_ERRORS:
-                await self._drop_idle_connections()
-                break
-        return [EngineUnavailable("redis unreachable (publish)")] * len(calls)
 
     async def signal(self, channel: ChannelName, frame: dict[str, Any]) -> None:
         p = self.partition(channel)
@@ -255,9 +278,9 @@ class RedisEngine(Engine):
         count = -1 if limit is None else limit
         if count == 0 and since is None:
             count = 0
-        res = await self._call("history", self.scripts[s].history_read(
-            keys=[keys.hist_key(p, channel), keys.epoch_key(p)],
-            args=[self._new_epoch(), int(opts.history_ttl * 1000), since.offset if since else "", count]))
+        res = await self._script(s, "history_read", [keys.hist_key(p, channel), keys.epoch_key(p)],
+                                 [self._new_epoch(), int(opts.history_ttl * 1000), since.offset if since else "", count],
+                                 "history")
         epoch, last, dropped = Epoch(_s(res[0])), _s(res[1]), _s(res[2])
         entries = res[3]
         if since is None:
@@ -284,8 +307,8 @@ class RedisEngine(Engine):
             self._subscriptions.pop((node, channel), None)
         p = self.partition(channel)
         s = self.shard_index(p)
-        await self._call("subscribe", self.scripts[s].subscription_set(
-            keys=[keys.subs_key(p), keys.log_key(p)], args=[channel, node, "1" if on else "0", LOG_CAP]))
+        await self._script(s, "subscription_set", [keys.subs_key(p), keys.log_key(p)],
+                           [channel, node, "1" if on else "0", LOG_CAP], "subscribe")
 
     async def subscribe(self, node: str, channel: ChannelName) -> None:
         await self._set_subscription(node, channel, True)
@@ -364,16 +387,15 @@ class RedisEngine(Engine):
         p = self.partition(channel)
         return self.shard_index(p), [keys.presence_key(p, channel), keys.presence_exp_key(p, channel)]
 
-    def _presence_call(self, channel: str, entry: PresenceEntry, now_ms: int) -> tuple[int, Any, list[str], list[Any]]:
+    def _presence_call(self, channel: str, entry: PresenceEntry, now_ms: int) -> tuple[int, str, list[str], list[Any]]:
         """(shard, script, keys, args) that add or refresh one presence entry."""
         s, ks = self._presence_keys(channel)
         ttl = int(self._presence_ttl * 1000)
         packed = msgpack.packb([entry.client, entry.user, entry.node, entry.status, entry.info])
-        return s, self.scripts[s].presence_add, ks, [entry.client, packed, now_ms + ttl, ttl * 2]
+        return s, "presence_add", ks, [entry.client, packed, now_ms + ttl, ttl * 2]
 
     async def _presence_write(self, channel: str, entry: PresenceEntry) -> None:
-        _, script, ks, args = self._presence_call(channel, entry, int(time.time() * 1000))
-        await self._call("presence", script(keys=ks, args=args))
+        await self._script(*self._presence_call(channel, entry, int(time.time() * 1000)), "presence")
 
     async def presence_add(self, channel: ChannelName, entry: PresenceEntry) -> None:
         self._presence[(channel, entry.client)] = entry
@@ -429,7 +451,7 @@ class RedisEngine(Engine):
 
     async def presence(self, channel: ChannelName) -> list[PresenceEntry]:
         s, ks = self._presence_keys(channel)
-        raw = await self._call("presence", self.scripts[s].presence_get(keys=ks, args=[int(time.time() * 1000)]))
+        raw = await self._script(s, "presence_get", ks, [int(time.time() * 1000)], "presence")
         return [PresenceEntry(*msgpack.unpackb(v, raw=False)) for v in raw]
 
     # --- per-user connections -----------------------------------------------------------------
@@ -437,14 +459,13 @@ class RedisEngine(Engine):
         p = self.partition(personal_channel(user))
         return p, self.shard_index(p), keys.users_key(p, user)
 
-    def _user_call(self, user: str, client: str, limit: int, now_ms: int) -> tuple[int, Any, list[str], list[Any]]:
+    def _user_call(self, user: str, client: str, limit: int, now_ms: int) -> tuple[int, str, list[str], list[Any]]:
         """(shard, script, keys, args) that count (or keep counting) one connection of `user`."""
         _, s, key = self._user_key(user)
-        return s, self.scripts[s].user_acquire, [key], [client, limit, now_ms, now_ms + int(self._presence_ttl * 1000)]
+        return s, "user_acquire", [key], [client, limit, now_ms, now_ms + int(self._presence_ttl * 1000)]
 
     async def user_acquire(self, user: str, client: str, limit: int) -> bool:
-        _, script, ks, args = self._user_call(user, client, limit, int(time.time() * 1000))
-        ok = bool(await self._call("users", script(keys=ks, args=args)))
+        ok = bool(await self._script(*self._user_call(user, client, limit, int(time.time() * 1000)), "users"))
         if ok:
             self._users[(user, client)] = None
             self._index(self._local_node(), _user_ref(user, client), add=True)
@@ -458,8 +479,8 @@ class RedisEngine(Engine):
 
     async def disconnect_user(self, user: str, code: int) -> int:
         p, s, key = self._user_key(user)
-        n = await self._call("disconnect", self.scripts[s].user_disconnect(
-            keys=[key, keys.log_key(p)], args=[user, code, int(time.time() * 1000), LOG_CAP]))
+        n = await self._script(s, "user_disconnect", [key, keys.log_key(p)],
+                               [user, code, int(time.time() * 1000), LOG_CAP], "disconnect")
         return int(n)
 
     async def _refresh_loop(self) -> None:
@@ -515,7 +536,7 @@ class RedisEngine(Engine):
                 pipe = pipes.get(s)
                 if pipe is None:
                     pipe = pipes[s] = self.shards[s].pipeline(transaction=False)
-                await script(keys=ks, args=args, client=pipe)  # buffers the call in the pipeline
+                await getattr(self.scripts[s], script)(keys=ks, args=args, client=pipe)  # buffers the call in the pipeline
             await self._call("refresh", asyncio.gather(*(p.execute() for p in pipes.values())))
 
     async def _refresh_index(self) -> None:
@@ -637,11 +658,9 @@ class RedisEngine(Engine):
 
 
 def _publish_result(request: PublishRequest, reply: Any) -> PublishResult:
-    """The publish script's reply [offset, epoch], or the error it stands for (EngineUnavailable)."""
-    if isinstance(reply, EngineUnavailable):
-        raise reply
+    """The publish script's reply [offset, epoch], or the EngineUnavailable it stands for."""
     if isinstance(reply, Exception):
-        raise EngineUnavailable(f"publish failed: {reply}")
+        raise reply
     return PublishResult(request.channel, Offset(_s(reply[0])), Epoch(_s(reply[1])))
 
 
