@@ -3,4 +3,5 @@ replicas, leader election, crash cleanup, drain orders, connection rebalancing, 
 (CONTRACT §8) and the live ops dashboard.
 
 view.py and rebalance.py are pure (time passed in); service.py does the engine I/O; app.py is the
-HTTP surface; static/ holds the dashboard page."""
+HTTP surface; dashboard.py is the dashboard's live feed (the cluster channel and its tokens);
+static/ holds the dashboard page."""

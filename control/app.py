@@ -1,11 +1,13 @@
-"""The control plane's HTTP surface (CONTRACT §8): the admin API, the ops dashboard and its live
-stream, ops endpoints. `add_control_routes` also mounts it on the node app of `herald dev`.
+"""The control plane's HTTP surface (CONTRACT §8): the admin API, the ops dashboard, its token and
+fallback stream, ops endpoints. `add_control_routes` also mounts it on the node app of `herald dev`.
 
 Admin requests carry `Authorization: apikey <key>`. The dashboard page itself is public (it holds
 no data); the operator types the key once, the page exchanges it for an HttpOnly, SameSite=Strict
-session cookie (an HMAC of the key, so it dies with a key rotation), and the live stream and the
-buttons use that cookie. POSTs authorised by the cookie must also carry `X-Herald-Admin: 1`, which
-a cross-site form cannot send.
+session cookie (an HMAC of the key, so it dies with a key rotation), and the buttons use that
+cookie. POSTs authorised by the cookie must also carry `X-Herald-Admin: 1`, which a cross-site form
+cannot send. The page is a Herald client (client.js, served here too): `GET /dashboard/token`
+gives it a short-lived token for the cluster channel and the URL to connect to (dashboard.py);
+when control cannot give one, the page reads `/dashboard/events`, control's own SSE stream.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import time
 from collections.abc import AsyncIterator
 from importlib import resources
 from typing import Any
@@ -25,7 +28,9 @@ from herald.core.engine.base import Engine
 from herald.core.protocol.errors import ProtocolError, Unauthorized
 from herald.core.web.http import API_KEY_HINT, apikey_matches, error_middleware, json_response, read_json
 from herald.core.web.ops import add_ops_routes
+from herald.node.app import client_js
 
+from .dashboard import dashboard_feed
 from .service import Control, ControlSettings
 
 __all__ = ["build_control_app", "add_control_routes", "control_settings", "CONTROL"]
@@ -64,7 +69,8 @@ def control_settings(config: NodeConfig) -> ControlSettings:
         member_timeout=config.member_timeout, dead_retention=config.dead_retention,
         lease_seconds=config.lease_seconds, rebalance_ratio=config.rebalance_ratio,
         rebalance_interval=config.rebalance_interval, rebalance_max=config.rebalance_max,
-        rebalance_min_mean=config.rebalance_min_mean, auto_rebalance=config.auto_rebalance)
+        rebalance_min_mean=config.rebalance_min_mean, auto_rebalance=config.auto_rebalance,
+        max_message_size=config.max_message_size, dashboard=dashboard_feed(config))
 
 
 def _control(request: web.Request) -> Control:
@@ -100,10 +106,19 @@ async def rebalance(request: web.Request) -> web.Response:
 
 
 async def dashboard(request: web.Request) -> web.Response:
+    connect = request.app[CONTROL].settings.dashboard.connect_src()
     return web.Response(body=(_STATIC / "dashboard.html").read_bytes(), content_type="text/html",
                         headers={"Cache-Control": "no-cache", "X-Frame-Options": "DENY",
                                  "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; "
-                                                            "script-src 'self' 'unsafe-inline'"})
+                                                            f"script-src 'self' 'unsafe-inline'; connect-src {connect}"})
+
+
+async def token(request: web.Request) -> web.Response:
+    """`GET /dashboard/token` (admin): {"url", "channel", "token", "exp"}, a token that may only
+    subscribe to the cluster channel; or {"url", "channel", "token": null, "reason"}."""
+    response = json_response(_control(request).settings.dashboard.credentials(time.time()))
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 async def session(request: web.Request) -> web.Response:
@@ -130,7 +145,7 @@ async def session(request: web.Request) -> web.Response:
 
 
 async def events(request: web.Request) -> web.StreamResponse:
-    """The dashboard's live stream: `event: cluster` with the /admin/cluster document each tick."""
+    """The dashboard's fallback stream: `event: cluster` with the /admin/cluster document each tick."""
     control = _control(request)
     streams: list[int] = request.app[_STREAMS]
     if streams[0] >= _MAX_STREAMS:
@@ -164,12 +179,14 @@ def add_control_routes(app: web.Application, control: Control, api_key: str) -> 
     app.router.add_post("/dashboard/session", session)
     app.router.add_delete("/dashboard/session", session)
     app.router.add_get("/dashboard/events", events)
+    app.router.add_get("/dashboard/token", token)
 
 
 def build_control_app(config: NodeConfig, engine: Engine) -> web.Application:
     control = Control(engine, control_settings(config), config.node_id or None)
     app = web.Application(middlewares=[error_middleware], client_max_size=64 * 1024)
     add_control_routes(app, control, config.api_key or "")
+    app.router.add_get("/client.js", client_js)  # the node's file: the dashboard imports it from here
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await engine.start()

@@ -3,7 +3,8 @@ connection rebalancing (DESIGN "Control plane behaviours").
 
 Every replica heartbeats, reads the members once a tick, keeps the view the admin API and the
 dashboard serve, and accepts drain and rebalance requests. Only the leader (a lease in the engine;
-a standby takes over when it lapses) cleans up dead members and runs automatic rebalancing.
+a standby takes over when it lapses) cleans up dead members, runs automatic rebalancing and
+publishes the view to the cluster channel the dashboards subscribe to (dashboard.py).
 Rebalancing rounds take a short lease of their own, so two replicas never shed at the same time.
 """
 
@@ -26,6 +27,7 @@ from herald.core.protocol.envelope import Order
 from herald.core.protocol.errors import Conflict, EngineUnavailable, NotFound
 from herald.core.tasks import TaskSet
 
+from .dashboard import CLUSTER_CHANNEL, DashboardFeed, bounded_view
 from .metrics import ControlMetrics
 from .rebalance import plan, spread
 from .view import STATES, ClusterView
@@ -51,6 +53,10 @@ class ControlSettings:
     rebalance_min_mean: float = 10.0  # below this many connections per node, nothing moves
     auto_rebalance: bool = True
     tick: float = 1.0
+    max_message_size: int = 65_536  # a published view over this many bytes goes out without its members
+    # How the dashboard page reaches the cluster channel; served by app.py, carried here so that
+    # `herald dev`, which mounts control's routes on its node, gets it with the Control.
+    dashboard: DashboardFeed = DashboardFeed()
 
 
 class Control:
@@ -71,6 +77,7 @@ class Control:
         self._next_round = 0.0
         self._fresh_after = 0.0  # node reports older than this predate the last round's moves
         self._campaign: asyncio.Task[None] | None = None
+        self._trimmed = False  # the last published view went out without its members
         self.started = clock()
 
     @property
@@ -135,6 +142,8 @@ class Control:
                 self._next_round = now + s.rebalance_interval
                 await self.rebalance_round()
         self._publish(now)
+        if self.is_leader:
+            await self._announce()
 
     def _status(self) -> dict[str, Any]:
         return {"role": "control", "id": self.id, "state": "ready", "leader": self.is_leader,
@@ -152,6 +161,16 @@ class Control:
         self.metrics.spread.set(self.latest["balance"]["spread"])
         self.updated.set()
         self.updated = asyncio.Event()
+
+    async def _announce(self) -> None:
+        """(leader) Publish the view to the cluster channel, bounded by the message size."""
+        view = bounded_view(self.latest, self.settings.max_message_size)
+        trimmed = view is not self.latest
+        if trimmed and not self._trimmed:
+            log.warning("control.view.trimmed", members=len(self.latest["members"]),
+                        limit=self.settings.max_message_size)
+        self._trimmed = trimmed
+        await self.engine.publish(CLUSTER_CHANNEL, view)
 
     # --- crash cleanup (leader) ---------------------------------------------------------------
     async def _reap(self, now: float) -> None:

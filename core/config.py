@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import json
 import os
+import re
 import secrets
 import tomllib
 from collections.abc import Callable, Mapping
@@ -23,6 +24,7 @@ __all__ = ["JwtConfig", "NamespaceOptions", "NodeConfig", "add_node_options", "l
 
 DEV_SECRET = "dev-secret"
 DEV_API_KEY = "dev-key"
+_DASHBOARD_URL = re.compile(r"https?://[^/\s;,'\"]+(/[^\s;,'\"]*)?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +114,9 @@ class NodeConfig:
     rebalance_interval: float = _opt(5.0, "control: seconds between rebalancing rounds")
     rebalance_max: int = _opt(250, "control: connections one node sheds per round at most")
     rebalance_min_mean: float = _opt(10.0, "control: leave clusters with fewer connections per node than this alone")
+    dashboard_url: str | None = _opt(None, "control: the Herald URL (http/https) the ops dashboard connects to for its "
+                                           "live feed; the nodes' --allowed-origins must admit the dashboard's own "
+                                           "origin (default: the page's own origin under herald dev)")
     log_level: str = _opt("info", "debug, info, warning or error")
     log_format: str = _opt("json", "json or console")
     dev: bool = field(default=False, metadata={"help": "development mode", "cli": False})
@@ -133,6 +138,8 @@ class NodeConfig:
                               "--rebalance-max >= 1, --dead-retention and --rebalance-min-mean >= 0")
         if self.drain_window < 0 or self.ping_interval <= 0 or self.client_rate <= 0:
             raise ConfigError("node: --drain-window must be >= 0, --ping-interval and --client-rate > 0")
+        if self.dashboard_url and not _DASHBOARD_URL.fullmatch(self.dashboard_url):
+            raise ConfigError("control: --dashboard-url must be an http:// or https:// URL")
         if self.log_format not in ("json", "console"):
             raise ConfigError("node: --log-format must be json or console")
         self.jwt  # validates the algorithm

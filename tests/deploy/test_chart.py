@@ -126,6 +126,18 @@ def test_node_grace_period_is_derived_from_the_drain_window() -> None:
         assert prestop_command(container) == (sleep, ["herald", "drain", "--url", "http://127.0.0.1:8000"])
 
 
+def test_the_dashboard_url_goes_to_the_control_plane_only() -> None:
+    """control.dashboardUrl -> HERALD_DASHBOARD_URL on control (the dashboard's live feed); unset by default."""
+    url = "https://herald.example.com"
+    docs = render_docs({"control": {"dashboardUrl": url}, "config": {"allowed_origins": ["http://127.0.0.1:8002"]}})
+    envs = {d["metadata"]["name"]: _env(d["spec"]["template"]["spec"]["containers"][0]) for d in _by(docs, "Deployment")}
+    assert envs["herald-control"]["HERALD_DASHBOARD_URL"] == url
+    assert all("HERALD_DASHBOARD_URL" not in env for name, env in envs.items() if name != "herald-control")
+    assert not any("HERALD_DASHBOARD_URL" in _env(d["spec"]["template"]["spec"]["containers"][0])
+                   for d in _by(render_docs(), "Deployment"))
+    assert f"live through {url}" in render({"control": {"dashboardUrl": url}})["herald/templates/NOTES.txt"]
+
+
 def test_pdb_is_rendered_only_for_more_than_one_replica() -> None:
     one = render_docs({"node": {"replicas": 1}})
     assert not _by(one, "PodDisruptionBudget", "-node")

@@ -37,6 +37,8 @@ SCHEMA_CASES: list[tuple[str, dict[str, Any], list[str]]] = [
     ("a secret in config", {"config": {"partitions": 64, "api_key": "plain"}}, ["'api_key'"]),
     ("an unknown JWT algorithm", {"config": {"partitions": 64, "jwt_algorithm": "none"}},
      ["/config/jwt_algorithm", "value must be one of"]),
+    ("a dashboard URL that is not http(s)", {"control": {"dashboardUrl": "wss://herald.example.com"}},
+     ["/control/dashboardUrl", "does not match pattern"]),
     ("an unknown route target", {"routes": [{"path": "/ws", "component": "redis"}]},
      ["/routes/0/component", "value must be one of"]),
 ]

@@ -146,6 +146,10 @@ spec:
             - name: HERALD_MAX_CONNECTIONS
               value: {{ $c.maxConnections | quote }}
             {{- end }}
+            {{- if and (eq $component "control") $c.dashboardUrl }}
+            - name: HERALD_DASHBOARD_URL
+              value: {{ $c.dashboardUrl | quote }}
+            {{- end }}
             {{- range $k, $v := $c.env }}
             - name: {{ include "herald.envName" $k }}
               value: {{ include "herald.envValue" $v | quote }}
