@@ -99,3 +99,11 @@ async def test_callers_waiting_on_a_dead_shard_get_an_error_not_a_hang(server: R
     finally:
         await eng.close()
         srv.stop()
+
+
+async def test_repeats_of_one_idempotency_key_in_one_batch_publish_once(engine: RedisEngine) -> None:
+    calls = [engine.publish("room:idem", {"n": i}, idempotency_key="k1" if i % 2 else None) for i in range(10)]
+    results = await asyncio.gather(*calls)
+    assert len({results[i].offset for i in range(1, 10, 2)}) == 1  # every repeat got the first one's answer
+    history = await engine.history("room:idem")
+    assert [m.data["n"] for m in history.messages] == [0, 1, 2, 4, 6, 8]

@@ -53,6 +53,24 @@ INBOX_HOUSEKEEPING = 2.0  # seconds between trims of a node's inbox to what it h
 _Call = tuple[str, list[str], list[Any], str, "asyncio.Future[Any]"]  # script, keys, args, what, reply
 
 
+_BATCHED = frozenset({"publish_append"})  # scripts that take a batch of calls in one run
+_BATCH_MAX = 128  # calls per run of such a script
+
+
+def _groups(calls: Sequence[_Call], todo: Sequence[int]) -> list[list[int]]:
+    """The indices of `todo`, one list per script run: consecutive calls of a batched script
+    together (up to _BATCH_MAX), every other call alone."""
+    out: list[list[int]] = []
+    for i in todo:
+        name = calls[i][0]
+        last = out[-1] if out else None
+        if last is not None and name in _BATCHED and calls[last[0]][0] == name and len(last) < _BATCH_MAX:
+            last.append(i)
+        else:
+            out.append([i])
+    return out
+
+
 def _s(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -199,18 +217,21 @@ class RedisEngine(Engine):
             self._busy.discard(s)
 
     async def _pipeline_scripts(self, s: int, calls: Sequence[_Call]) -> list[Any]:
-        """The replies of `calls`, sent in one pipeline to shard `s`. EVALSHA goes straight into
-        the pipeline (redis-py would first ask SCRIPT EXISTS: a second round trip); a shard that
-        forgot its scripts (restarted) gets them loaded and the refused calls again — a refused
-        call did nothing, so retrying cannot run it twice."""
+        """The replies of `calls`, sent in one pipeline to shard `s`; consecutive publishes go in
+        one script run (publish_append takes a batch). EVALSHA goes straight into the pipeline
+        (redis-py would first ask SCRIPT EXISTS: a second round trip); a shard that forgot its
+        scripts (restarted) gets them loaded and the refused calls again — a refused call did
+        nothing, so retrying cannot run it twice."""
         scripts = self.scripts[s]
         replies: list[Any] = [None] * len(calls)
         todo = list(range(len(calls)))
         for attempt in range(2):
+            groups = _groups(calls, todo)
             pipe = self.shards[s].pipeline(transaction=False)
-            for i in todo:
-                script, ks, args, _, _ = calls[i]
-                pipe.evalsha(getattr(scripts, script).sha, len(ks), *ks, *args)
+            for group in groups:
+                ks = [k for i in group for k in calls[i][1]]
+                pipe.evalsha(getattr(scripts, calls[group[0]][0]).sha, len(ks), *ks,
+                             *(a for i in group for a in calls[i][2]))
             try:
                 answers = await pipe.execute(raise_on_error=False)
             except REDIS_ERRORS:
@@ -219,13 +240,15 @@ class RedisEngine(Engine):
                     replies[i] = EngineUnavailable(f"redis unreachable ({calls[i][3]})")
                 return replies
             refused = []
-            for i, answer in zip(todo, answers, strict=True):
-                if isinstance(answer, NoScriptError) and not attempt:
-                    refused.append(i)
-                elif isinstance(answer, Exception):
-                    replies[i] = EngineUnavailable(f"redis refused ({calls[i][3]}): {answer}")
-                else:
-                    replies[i] = answer
+            for group, answer in zip(groups, answers, strict=True):
+                each = answer if calls[group[0]][0] in _BATCHED and isinstance(answer, list) else [answer] * len(group)
+                for i, reply in zip(group, each, strict=True):
+                    if isinstance(reply, NoScriptError) and not attempt:
+                        refused.append(i)
+                    elif isinstance(reply, Exception):
+                        replies[i] = EngineUnavailable(f"redis refused ({calls[i][3]}): {reply}")
+                    else:
+                        replies[i] = reply
             if not refused:
                 break
             for name in {calls[i][0] for i in refused}:
