@@ -18,12 +18,13 @@ import jwt
 import orjson
 
 from herald.core.config import NodeConfig
-from herald.core.protocol.envelope import ChannelName
+from herald.core.protocol.envelope import SYSTEM_PREFIX, ChannelName
 
 __all__ = ["CLUSTER_CHANNEL", "DASHBOARD_USER", "TOKEN_TTL", "DashboardFeed", "dashboard_feed", "bounded_view"]
 
-#: Where the leader publishes each cluster view (namespace `herald`; history per that namespace's options).
-CLUSTER_CHANNEL = ChannelName("herald:cluster")
+#: Where the leader publishes each cluster view (namespace `herald`; history per that namespace's
+#: options). Clients never publish there, and only a token pattern naming `herald:` lets one subscribe.
+CLUSTER_CHANNEL = ChannelName(SYSTEM_PREFIX + "cluster")
 #: The `sub` of every dashboard token (its connections count against --max-connections-per-user).
 DASHBOARD_USER = "herald-dashboard"
 #: Seconds a dashboard token lives; the page renews it through client.js's getToken before then.

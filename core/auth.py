@@ -33,7 +33,7 @@ from jwt.types import Options
 from jwt.warnings import InsecureKeyLengthWarning
 
 from .config import JwtConfig
-from .protocol.envelope import personal_channel
+from .protocol.envelope import SYSTEM_PREFIX, personal_channel
 from .protocol.errors import ConfigError, Unauthorized
 
 __all__ = ["Principal", "Authenticator", "PatternSet"]
@@ -50,14 +50,22 @@ _SUB = re.compile(r"[A-Za-z0-9_\-:.@/=]+")
 class PatternSet:
     """Glob patterns from a token claim (`room:*`), compiled once into one regex."""
 
-    __slots__ = ("_re", "patterns")
+    __slots__ = ("_re", "_system_re", "patterns")
 
     def __init__(self, patterns: tuple[str, ...]) -> None:
         self.patterns = patterns
-        self._re = re.compile("|".join(fnmatch.translate(p) for p in patterns)) if patterns else None
+        self._re = _compile(patterns)
+        self._system_re = _compile(tuple(p for p in patterns if p.startswith(SYSTEM_PREFIX)))
 
     def matches(self, channel: str) -> bool:
-        return self._re is not None and self._re.match(channel) is not None
+        """Whether a pattern matches `channel`; for Herald's own channels (`herald:…`), only a
+        pattern that names that namespace does, so `*` does not grant the cluster view."""
+        pattern = self._system_re if channel.startswith(SYSTEM_PREFIX) else self._re
+        return pattern is not None and pattern.match(channel) is not None
+
+
+def _compile(patterns: tuple[str, ...]) -> re.Pattern[str] | None:
+    return re.compile("|".join(fnmatch.translate(p) for p in patterns)) if patterns else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +84,8 @@ class Principal:
         return self.channels.matches(channel)
 
     def may_publish(self, channel: str) -> bool:
-        return self.publish.matches(channel)
+        """Herald's own channels are written by Herald (and backends), never by clients."""
+        return not channel.startswith(SYSTEM_PREFIX) and self.publish.matches(channel)
 
 
 def _as_float(value: Any) -> float | None:

@@ -37,6 +37,7 @@ __all__ = [
     "validate_event",
     "namespace_of",
     "personal_channel",
+    "SYSTEM_PREFIX",
     "offset_key",
     "ZERO_KEY",
     "MAX_STATUS_LEN",
@@ -66,6 +67,9 @@ def namespace_of(channel: str) -> str:
     """The part before the first ':' ('' for the default namespace)."""
     ns, sep, _ = channel.partition(":")
     return ns if sep else ""
+
+
+SYSTEM_PREFIX = "herald:"  # the namespace of Herald's own channels (the control plane's cluster view)
 
 
 def personal_channel(user: str) -> ChannelName:

@@ -352,3 +352,13 @@ def test_a_session_survives_a_refresh_token_with_an_infinite_exp() -> None:
     [reply] = drain(s)
     assert reply["type"] == "error"
     assert s.state is State.OPEN
+
+
+def test_herald_namespace_is_never_client_published_and_needs_an_explicit_pattern(hs_auth: Authenticator) -> None:
+    wide = hs_auth.verify(hs(claims(channels=["*"], publish=["*"])), NOW)
+    assert wide.may_subscribe("room:lobby") and wide.may_publish("room:lobby")
+    assert not wide.may_subscribe("herald:cluster")  # `*` does not grant Herald's own channels
+    assert not wide.may_publish("herald:cluster")
+    named = hs_auth.verify(hs(claims(channels=["herald:cluster", "room:*"], publish=["herald:*"])), NOW)
+    assert named.may_subscribe("herald:cluster") and named.may_subscribe("room:a")
+    assert not named.may_publish("herald:cluster")  # not even with a pattern naming it
