@@ -55,6 +55,7 @@ _Call = tuple[str, list[str], list[Any], str, "asyncio.Future[Any]"]  # script, 
 
 _BATCHED = frozenset({"publish_append"})  # scripts that take a batch of calls in one run
 _BATCH_MAX = 128  # calls per run of such a script
+_PIPELINE_MAX = 1024  # calls per round trip
 
 
 def _groups(calls: Sequence[_Call], todo: Sequence[int]) -> list[list[int]]:
@@ -204,8 +205,10 @@ class RedisEngine(Engine):
 
     async def _send_queued(self, s: int) -> None:
         try:
-            while self._queued.get(s):
-                batch = self._queued.pop(s)
+            while queued := self._queued.get(s):
+                # at most _PIPELINE_MAX calls a round trip, so a storm's pipeline cannot hold the
+                # shard (and everyone else's calls) for long; the rest go in the next
+                batch, self._queued[s] = queued[:_PIPELINE_MAX], queued[_PIPELINE_MAX:]
                 try:
                     replies = await self._pipeline_scripts(s, batch)
                 except Exception as exc:  # noqa: BLE001 - every waiting caller must hear about it
