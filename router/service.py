@@ -37,7 +37,9 @@ __all__ = ["Router", "RouterMetrics"]
 
 log = structlog.get_logger("herald.router")
 _PARTITION_RE = re.compile(rb"\{(\d+)\}")
-_TRICKLE = 256  # a read with fewer entries is followed by `linger` (a bigger one: read again at once)
+_TRICKLE = 256  # a read with this many entries or more is a backlog: read again at once
+_LINGER_MIN = 0.005  # below that, wait at least this long before the next read,
+_LINGER_PER_ENTRY = 0.000125  # and 1 ms per 8 entries read, up to `linger`
 
 
 class RouterMetrics:
@@ -66,7 +68,7 @@ class _Shard:
 
 class Router:
     def __init__(self, engine: RedisEngine, router_id: str | None = None, *, lease_seconds: float = 5.0,
-                 batch: int = 1000, block_ms: int = 100, linger: float = 0.005,
+                 batch: int = 1000, block_ms: int = 100, linger: float = 0.020,
                  metrics: RouterMetrics | None = None) -> None:
         self.engine = engine
         self.id = router_id or f"router-{secrets.token_hex(4)}"
@@ -224,10 +226,14 @@ class Router:
                 reply = await client.xreadgroup(keys.GROUP, self.id, streams, count=self.batch, block=self.block_ms)
                 if reply:
                     await self._forward(shard, reply)
-                    if sum(len(entries) for _, entries in reply) < _TRICKLE:
-                        # not a backlog: let more entries gather so each read and append round
-                        # trip carries more of them (costs at most `linger` latency)
-                        await asyncio.sleep(self.linger)
+                    n = sum(len(entries) for _, entries in reply)
+                    if n < _TRICKLE:
+                        # Not a backlog: let entries gather so each read and append round trip
+                        # carries more of them. A quiet log waits 5 ms (a read costs the router
+                        # and Redis about as much whether it brings 1 entry or 40); a busy one
+                        # waits longer, up to `linger`, so the cost per message falls when the
+                        # CPU is what limits the rate (latency is then up to `linger` more).
+                        await asyncio.sleep(min(self.linger, max(_LINGER_MIN, n * _LINGER_PER_ENTRY)))
                 delay = 0.05
             except ResponseError as exc:
                 if "NOGROUP" not in str(exc):
