@@ -56,6 +56,7 @@ _Call = tuple[str, list[str], list[Any], str, "asyncio.Future[Any]"]  # script, 
 _BATCHED = frozenset({"publish_append"})  # scripts that take a batch of calls in one run
 _BATCH_MAX = 128  # calls per run of such a script
 _PIPELINE_MAX = 1024  # calls per round trip
+_BUSY, _GATHER = 8, 0.001  # after a batch of at least _BUSY calls, wait _GATHER s before the next
 
 
 def _groups(calls: Sequence[_Call], todo: Sequence[int]) -> list[list[int]]:
@@ -216,6 +217,11 @@ class RedisEngine(Engine):
                 for (*_, future), reply in zip(batch, replies, strict=True):
                     if not future.done():
                         future.set_result(reply)
+                if len(batch) >= _BUSY and len(self._queued.get(s, ())) < len(batch):
+                    # Busy: let the next batch fill for a moment. Each round trip costs this
+                    # process and Redis about as much for 10 calls as for 40, so under load
+                    # this cuts the CPU per call; each call waits at most _GATHER more.
+                    await asyncio.sleep(_GATHER)
         finally:
             self._busy.discard(s)
 
