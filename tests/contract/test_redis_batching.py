@@ -84,7 +84,7 @@ async def test_a_batch_with_known_and_forgotten_scripts_runs_each_call_once(
     assert present == {f"c{i}" for i in range(200)}
 
 
-async def test_callers_waiting_on_a_dead_shard_get_an_error_not_a_hang(server: RedisServer) -> None:
+async def test_callers_waiting_on_a_dead_shard_get_an_error_not_a_hang() -> None:
     srv = start_redis()
     eng = RedisEngine([srv.url], partitions=8)
     await eng.start()

@@ -13,6 +13,15 @@ from websockets.asyncio.client import ClientConnection
 from tests.conftest import make_token, seconds
 
 
+async def close_writer(writer: asyncio.StreamWriter) -> None:
+    """Close a raw test connection; the server may have reset it already."""
+    writer.close()
+    try:
+        await writer.wait_closed()
+    except OSError:
+        pass
+
+
 class WsClient:
     """A JSON WebSocket client that keeps frames other than the one awaited."""
 

@@ -36,6 +36,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.conftest import make_token, seconds
+from tests.e2e.clients import close_writer
 from tests.e2e.server import HeraldProcess, start_herald
 
 # ==============================================================================================
@@ -327,11 +328,7 @@ class RawResponse:
         return self._buf
 
     async def close(self) -> None:
-        self.writer.close()
-        try:
-            await self.writer.wait_closed()
-        except OSError:
-            pass
+        await close_writer(self.writer)
 
 
 async def raw_request(server: HeraldProcess, target: str, *, method: str = "GET",
@@ -467,11 +464,7 @@ class RawWs:
             return None
 
     async def close(self) -> None:
-        self.writer.close()
-        try:
-            await self.writer.wait_closed()
-        except OSError:
-            pass
+        await close_writer(self.writer)
 
 
 # --- the watcher: proof that the node keeps serving everyone else --------------------------------

@@ -13,7 +13,7 @@ import httptools
 import pytest
 
 from tests.conftest import seconds
-from tests.e2e.clients import WsClient
+from tests.e2e.clients import WsClient, close_writer
 from tests.e2e.server import API_KEY, HeraldProcess, start_herald
 from tests.redis_server import start_redis
 
@@ -86,11 +86,7 @@ class Conn:
             return await self.reader.read(1) == b""
 
     async def close(self) -> None:
-        self.writer.close()
-        try:
-            await self.writer.wait_closed()
-        except OSError:
-            pass
+        await close_writer(self.writer)
 
 
 def request(path: str, body: Any = None, *, method: str = "POST", key: str | None = API_KEY,
