@@ -538,14 +538,16 @@ class RedisEngine(Engine):
                 except REDIS_ERRORS:
                     continue
                 known = self._incarnations.get(i)
-                self._incarnations[i] = current
                 if known is None or known == current:
+                    self._incarnations[i] = current
                     continue
                 log.warning("engine.shard.data_lost", shard=i)
                 try:
                     await self._reassert(i)
-                except EngineUnavailable:
-                    self._incarnations.pop(i, None)  # try again next round
+                except EngineUnavailable as exc:  # keep the old marker: the next round tries again
+                    log.warning("engine.shard.reassert_failed", shard=i, error=str(exc))
+                    continue
+                self._incarnations[i] = current
             await asyncio.sleep(period)
 
     async def _reassert(self, shard: int | None = None) -> None:
