@@ -17,12 +17,12 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
 from herald import __version__
-from herald.core.engine.base import Engine
+from herald.core.engine.base import Broker, Coordination
 from herald.core.protocol.envelope import Order
 from herald.core.protocol.errors import Conflict, EngineUnavailable, NotFound
 from herald.core.tasks import TaskSet
@@ -59,8 +59,12 @@ class ControlSettings:
     dashboard: DashboardFeed = DashboardFeed()
 
 
+class ControlEngine(Coordination, Broker, Protocol):
+    """The roles the control plane uses: coordination, and a broker to publish the cluster view."""
+
+
 class Control:
-    def __init__(self, engine: Engine, settings: ControlSettings | None = None, control_id: str | None = None,
+    def __init__(self, engine: ControlEngine, settings: ControlSettings | None = None, control_id: str | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.engine = engine
         self.settings = s = settings or ControlSettings()

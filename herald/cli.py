@@ -151,9 +151,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             from herald.control.service import Control
 
             if config.redis:
+                from herald.core.engine.redis import RedisEngine
                 from herald.router.service import Router
 
-                services.append(Router(engine, lease_seconds=config.lease_seconds))  # type: ignore[arg-type]
+                assert isinstance(engine, RedisEngine)
+                services.append(Router(engine.log, engine, lease_seconds=config.lease_seconds))
             control = Control(engine, control_settings(config))
             services.append(control)
         on_ready = (lambda port: _print_banner(config, port)) if command == "dev" else None

@@ -24,7 +24,7 @@ ROUTER = web.AppKey("herald_router", Router)
 
 
 def build_router_app(config: NodeConfig, engine: RedisEngine) -> web.Application:
-    router = Router(engine, config.node_id or None, lease_seconds=config.lease_seconds)
+    router = Router(engine.log, engine, config.node_id or None, lease_seconds=config.lease_seconds)
     api_published = router.metrics.published.labels("api")
     app = web.Application(middlewares=[error_middleware], client_max_size=config.max_message_size)
     app[ROUTER] = router

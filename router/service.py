@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import secrets
 import socket
 import time
@@ -21,12 +20,9 @@ from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from redis.exceptions import ResponseError
 
 from herald import __version__
-from herald.core.engine.redis import keys
-from herald.core.engine.redis.codec import pack_batch
-from herald.core.engine.redis.engine import INBOX_CAP, REDIS_ERRORS, RedisEngine
+from herald.core.engine.base import Coordination, LogEntry, LogLost, PartitionLog
 from herald.core.protocol.errors import EngineUnavailable
 from herald.core.tasks import TaskSet
 
@@ -36,7 +32,6 @@ from .registry import Registry
 __all__ = ["Router", "RouterMetrics"]
 
 log = structlog.get_logger("herald.router")
-_PARTITION_RE = re.compile(rb"\{(\d+)\}")
 _TRICKLE = 256  # a read with this many entries or more is a backlog: read again at once
 _LINGER_MIN = 0.005  # below that, wait at least this long before the next read,
 _LINGER_PER_ENTRY = 0.000125  # and 1 ms per 8 entries read, up to `linger`
@@ -67,10 +62,11 @@ class _Shard:
 
 
 class Router:
-    def __init__(self, engine: RedisEngine, router_id: str | None = None, *, lease_seconds: float = 5.0,
-                 batch: int = 1000, block_ms: int = 100, linger: float = 0.020,
+    def __init__(self, logs: PartitionLog, coordination: Coordination, router_id: str | None = None, *,
+                 lease_seconds: float = 5.0, batch: int = 1000, block_ms: int = 100, linger: float = 0.020,
                  metrics: RouterMetrics | None = None) -> None:
-        self.engine = engine
+        self.logs = logs
+        self.coordination = coordination
         self.id = router_id or f"router-{secrets.token_hex(4)}"
         self.lease_ms = int(lease_seconds * 1000)
         self.batch = batch
@@ -78,7 +74,7 @@ class Router:
         self.linger = linger
         self.metrics = metrics or RouterMetrics()
         self._tasks = TaskSet()
-        self._shards = [_Shard(i) for i in range(len(engine.urls))]
+        self._shards = [_Shard(i) for i in range(logs.shards)]
         self._running = False
         self.lag: dict[int, int] = {}  # owned partition -> unread log entries (refreshed every 2 s)
         self.started = time.time()
@@ -97,18 +93,18 @@ class Router:
         self._tasks.spawn(self._lag_loop(), name="router.lag")
         for shard in self._shards:
             self._tasks.spawn(self._shard_loop(shard), name=f"router.shard{shard.index}")
-        log.info("router.started", router=self.id, partitions=self.engine.partitions, shards=len(self._shards))
+        log.info("router.started", router=self.id, partitions=self.logs.partitions, shards=len(self._shards))
 
     async def stop(self) -> None:
         """Leave the cluster: stop reading, release every lease so others take over at once."""
         self._running = False
         await self._tasks.cancel_all()
         try:
-            await self.engine.forget_member(self.member)
+            await self.coordination.forget_member(self.member)
             for shard in self._shards:
                 for p in list(shard.owned):
                     await self._release(shard, p)
-        except (EngineUnavailable, *REDIS_ERRORS):
+        except EngineUnavailable:
             pass
         log.info("router.stopped", router=self.id)
 
@@ -126,7 +122,7 @@ class Router:
         }
 
     async def _heartbeat(self) -> None:
-        await self.engine.heartbeat(self.member, self.status())
+        await self.coordination.heartbeat(self.member, self.status())
 
     async def _heartbeat_loop(self) -> None:
         while True:
@@ -145,8 +141,8 @@ class Router:
             try:
                 for shard in self._shards:
                     for p in list(shard.owned):
-                        lag[p] = await self._partition_lag(shard.index, p)
-            except REDIS_ERRORS:
+                        lag[p] = await self.logs.lag(p)
+            except EngineUnavailable:
                 continue
             for p in set(self.lag) - set(lag):
                 self.metrics.lag.remove(str(p))
@@ -154,62 +150,38 @@ class Router:
                 self.metrics.lag.labels(str(p)).set(n)
             self.lag = lag
 
-    async def _partition_lag(self, shard_index: int, p: int, cap: int = 10_000) -> int:
-        client = self.engine.shards[shard_index]
-        for group in await client.xinfo_groups(keys.log_key(p)):
-            if group["name"] not in (keys.GROUP, keys.GROUP.encode()):
-                continue
-            if group.get("lag") is not None:
-                return int(group["lag"])
-            start = group["last-delivered-id"]
-            start = start.decode() if isinstance(start, bytes) else start
-            return len(await client.xrange(keys.log_key(p), min=f"({start}", count=cap))
-        return 0
-
     async def _live_routers(self) -> list[str]:
-        since = int(time.time() * 1000) - self.lease_ms  # heartbeats come every lease/5 at most
-        members = await self.engine.shards[0].zrangebyscore(keys.MEMBERS_KEY, since, "+inf")
-        return [m.decode()[7:] for m in members if m.startswith(b"router:")]
+        return await self.coordination.alive("router", self.lease_ms / 1000)  # heartbeats come every lease/5 at most
 
     # --- ownership ----------------------------------------------------------------------------
     async def _sync(self, shard: _Shard) -> None:
-        engine = self.engine
-        client, scripts = engine.shards[shard.index], engine.scripts[shard.index]
-        mine = {p for p in desired_partitions(self.id, await self._live_routers(), engine.partitions)
-                if engine.shard_index(p) == shard.index}
+        plog = self.logs
+        mine = {p for p in desired_partitions(self.id, await self._live_routers(), plog.partitions)
+                if plog.shard_of(p) == shard.index}
         for p in list(shard.owned):
             if p not in mine:
                 await self._release(shard, p)
         for p in sorted(mine):
-            held = await scripts.lease_renew(keys=[keys.lease_key(p)], args=[self.id, self.lease_ms])
-            if not held:
+            if not await plog.acquire(p, self.id, self.lease_ms):
                 shard.owned.pop(p, None)
                 continue
             if p not in shard.owned:
-                await self._ensure_group(shard.index, p)
-                shard.owned[p] = Registry.from_snapshot(await client.hgetall(keys.subs_key(p)))
+                await plog.ensure_group(p)
+                shard.owned[p] = Registry.from_snapshot(await plog.subscriptions(p))
                 shard.recover.add(p)
                 self.metrics.acquired.inc()
                 log.info("router.partition.acquired", router=self.id, partition=p, shard=shard.index)
         self.metrics.partitions.set(len(self.owned()))
 
-    async def _ensure_group(self, shard_index: int, p: int) -> None:
-        try:
-            await self.engine.shards[shard_index].xgroup_create(keys.log_key(p), keys.GROUP, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
-
     async def _release(self, shard: _Shard, p: int) -> None:
         shard.owned.pop(p, None)
         shard.recover.discard(p)
-        await self.engine.scripts[shard.index].lease_release(keys=[keys.lease_key(p)], args=[self.id])
+        await self.logs.release(p, self.id)
         log.info("router.partition.released", router=self.id, partition=p, shard=shard.index)
 
     # --- reading ------------------------------------------------------------------------------
     async def _shard_loop(self, shard: _Shard) -> None:
         delay = 0.05
-        client = self.engine.blocking[shard.index]
         while self._running:
             try:
                 now = time.monotonic()
@@ -222,11 +194,10 @@ class Router:
                 if not shard.owned:
                     await asyncio.sleep(min(0.2, self.lease_ms / 5000))
                     continue
-                streams = {keys.log_key(p): ">" for p in shard.owned}
-                reply = await client.xreadgroup(keys.GROUP, self.id, streams, count=self.batch, block=self.block_ms)
-                if reply:
-                    await self._forward(shard, reply)
-                    n = sum(len(entries) for _, entries in reply)
+                read = await self.logs.read(shard.index, list(shard.owned), self.id, self.batch, self.block_ms)
+                if read:
+                    await self._forward(shard, read)
+                    n = sum(len(entries) for _, entries in read)
                     if n < _TRICKLE:
                         # Not a backlog: let entries gather so each read and append round trip
                         # carries more of them. A quiet log waits 5 ms (a read costs the router
@@ -235,17 +206,16 @@ class Router:
                         # CPU is what limits the rate (latency is then up to `linger` more).
                         await asyncio.sleep(min(self.linger, max(_LINGER_MIN, n * _LINGER_PER_ENTRY)))
                 delay = 0.05
-            except ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
+            except LogLost:
                 # The shard restarted without its data: the logs and their group are gone.
                 log.warning("router.group.missing", router=self.id, shard=shard.index)
                 for p in list(shard.owned):
-                    await self._ensure_group(shard.index, p)
+                    await self.logs.ensure_group(p)
                 shard.recover.update(shard.owned)
-            except REDIS_ERRORS as exc:
+            except EngineUnavailable as exc:
                 self.metrics.errors.inc()
-                log.warning("router.redis.unreachable", router=self.id, shard=shard.index, error=type(exc).__name__)
+                log.warning("router.redis.unreachable", router=self.id, shard=shard.index,
+                            error=type(exc.__cause__ or exc).__name__)
                 shard.recover.update(shard.owned)  # read-but-unacked entries are re-processed first
                 shard.next_sync = 0.0
                 await asyncio.sleep(delay)
@@ -260,39 +230,29 @@ class Router:
     async def _claim_pending(self, shard: _Shard, p: int) -> None:
         """Take over every unacknowledged entry of partition p (a dead owner's, or our own after a
         failure) and process it before reading new entries, so per-partition order holds."""
-        client = self.engine.shards[shard.index]
-        cursor: Any = "0-0"
+        cursor = "0-0"
         while True:
-            res = await client.xautoclaim(keys.log_key(p), keys.GROUP, self.id, min_idle_time=0,
-                                          start_id=cursor, count=self.batch)
-            cursor, entries = res[0], res[1]
-            entries = [e for e in entries if e[1] is not None]
+            cursor, entries = await self.logs.claim(p, self.id, cursor, self.batch)
             if entries:
-                await self._forward(shard, [[keys.log_key(p).encode(), entries]])
-            if cursor in (b"0-0", "0-0") or not entries:
+                await self._forward(shard, [(p, entries)])
+            if cursor == "0-0" or not entries:
                 return
 
-    @staticmethod
-    def _queue_inboxes(pipe: Any, out: dict[str, list[list[Any]]]) -> None:
-        for node, items in out.items():
-            pipe.xadd(keys.inbox_key(node), {"b": pack_batch(items)}, maxlen=INBOX_CAP, approximate=True)
-
-    @staticmethod
-    def _queue_acks(pipe: Any, shard: _Shard, acks: dict[int, list[bytes]]) -> None:
+    def _trims(self, shard: _Shard, acks: dict[int, list[bytes]]) -> dict[int, bytes]:
+        """The logs to trim to what was acknowledged: trimming is housekeeping, once a second."""
         now = time.monotonic()
+        trims: dict[int, bytes] = {}
         for p, ids in acks.items():
-            pipe.xack(keys.log_key(p), keys.GROUP, *ids)
-            if now >= shard.trim_at.get(p, 0.0):  # trimming is housekeeping: once a second
+            if now >= shard.trim_at.get(p, 0.0):
                 shard.trim_at[p] = now + 1.0
-                pipe.xtrim(keys.log_key(p), minid=ids[-1], approximate=True)
+                trims[p] = ids[-1]
+        return trims
 
-    async def _forward(self, shard: _Shard, reply: Any) -> None:
+    async def _forward(self, shard: _Shard, read: list[tuple[int, list[LogEntry]]]) -> None:
         out: dict[str, list[list[Any]]] = defaultdict(list)
         acks: dict[int, list[bytes]] = {}
         kinds: dict[bytes, int] = defaultdict(int)
-        for stream, entries in reply:
-            m = _PARTITION_RE.search(stream if isinstance(stream, bytes) else stream.encode())
-            p = int(m.group(1)) if m else -1
+        for p, entries in read:
             reg = shard.owned.get(p)
             if reg is None or not entries:
                 continue
@@ -315,29 +275,7 @@ class Router:
                     for node in reg.nodes(f"user:{user}"):
                         out[node].append(["x", user, int(f[b"code"])])
             acks[p] = [e[0] for e in entries]
-        engine = self.engine
-        own = engine.shards[shard.index]
-        if out and all(engine.node_shard(node) == shard.index for node in out):
-            # Every inbox is on this partition's shard: one MULTI/EXEC appends and acknowledges
-            # together (one round trip, and never an ack without its append).
-            pipe = own.pipeline(transaction=True)
-            self._queue_inboxes(pipe, out)
-            self._queue_acks(pipe, shard, acks)
-            await pipe.execute()
-        else:
-            if out:
-                pipes: dict[int, Any] = {}
-                for node, items in out.items():
-                    s = engine.node_shard(node)
-                    pipe = pipes.get(s)
-                    if pipe is None:
-                        pipe = pipes[s] = engine.shards[s].pipeline(transaction=False)
-                    self._queue_inboxes(pipe, {node: items})
-                await asyncio.gather(*(pipe.execute() for pipe in pipes.values()))
-            if acks:
-                pipe = own.pipeline(transaction=False)
-                self._queue_acks(pipe, shard, acks)
-                await pipe.execute()
+        await self.logs.forward(shard.index, out, acks, self._trims(shard, acks))
         if out:
             self.metrics.forwarded.inc(sum(len(v) for v in out.values()))
             self.metrics.batches.inc(len(out))

@@ -283,6 +283,10 @@ class MemoryEngine(Engine):
     async def forget_member(self, member: str) -> None:
         self._members.pop(member, None)
 
+    async def alive(self, role: str, within: float) -> list[str]:
+        since, prefix = self._clock() - within, f"{role}:"
+        return sorted(m[len(prefix):] for m, (seen, _) in self._members.items() if m.startswith(prefix) and seen >= since)
+
     async def hold_lease(self, name: str, holder: str, ttl: float) -> bool:
         now = self._clock()
         current = self._leases.get(name)

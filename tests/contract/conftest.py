@@ -71,7 +71,7 @@ async def _redis(servers: list[RedisServer]) -> AsyncIterator[EngineUnderTest]:
     engine = RedisEngine([s.url for s in servers], partitions=8, options=namespaces(REDIS_SCALE),
                          idempotency_window=2.0)
     await engine.start()
-    router = Router(engine, "contract-router", lease_seconds=2.0, block_ms=20)
+    router = Router(engine.log, engine, "contract-router", lease_seconds=2.0, block_ms=20)
     await router.start()
 
     async def advance(seconds: float) -> None:

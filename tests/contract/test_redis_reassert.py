@@ -39,7 +39,7 @@ async def test_subscriptions_come_back_after_data_loss_even_when_the_first_try_i
         for ch in channels:
             await engine.subscribe("node-1", ch)
         assert registered() == wanted
-        await eventually(lambda: 0 in engine._incarnations)  # the engine knows the shard's marker
+        await eventually(lambda: 0 in engine.coordination._incarnations)  # the engine knows the shard's marker
 
         srv.args = NO_SCRIPTS
         await asyncio.to_thread(srv.restart)  # empty, and refusing scripts for now

@@ -9,7 +9,12 @@ import msgpack
 
 from ...protocol.envelope import Delivery, Disconnect, Publication, Signal
 
-__all__ = ["pack_payload", "unpack_publication", "pack_batch", "unpack_batch"]
+__all__ = ["decoded", "pack_payload", "unpack_publication", "pack_batch", "unpack_batch"]
+
+
+def decoded(value: bytes | str) -> str:
+    """A reply's text (redis-py answers bytes; some replies are already str)."""
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def pack_payload(event: str, sender: str | None, data: Any) -> bytes:

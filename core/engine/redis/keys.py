@@ -8,9 +8,11 @@ from __future__ import annotations
 __all__ = [
     "hist_key", "log_key", "epoch_key", "subs_key", "idem_key", "presence_key", "presence_exp_key",
     "users_key", "lease_key", "named_lease_key", "inbox_key", "node_index_key", "cleaned_key", "MEMBERS_KEY",
-    "MEMBER_STATUS_KEY", "INCARNATION_KEY", "GROUP",
+    "MEMBER_STATUS_KEY", "INCARNATION_KEY", "GROUP", "LOG_CAP",
 ]
 
+#: Approximate cap of a partition log (routers trim far below it).
+LOG_CAP = 1_000_000
 #: Consumer group of the routers on every partition log.
 GROUP = "routers"
 #: Zset of cluster members (role:id → last heartbeat ms), on shard 0.

@@ -1,4 +1,5 @@
-"""The Engine contract (core/engine/base.py), run against every engine implementation."""
+"""The Broker role (core/engine/base.py), run against every engine: offsets, history, resume,
+idempotency, deliveries to subscribed nodes, signals, publish batches."""
 
 from __future__ import annotations
 
@@ -6,23 +7,11 @@ import asyncio
 
 import pytest
 
-from herald.core.engine.base import PresenceEntry
-from herald.core.engine.redis import RedisEngine
-from herald.core.protocol.envelope import Disconnect, Order, Position, Publication, Signal, offset_key
+from herald.core.engine.base import PublishRequest
+from herald.core.protocol.envelope import Position, Publication, Signal, offset_key
 
 from .conftest import EngineUnderTest
-
-
-async def collector(eut: EngineUnderTest, node: str = "n1") -> list:
-    got: list = []
-    await eut.engine.attach(node, got.extend)
-    return got
-
-
-async def wait_for(predicate, timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.005)
+from .support import collector, wait_for
 
 
 async def test_publish_returns_increasing_offsets_and_one_epoch(eut: EngineUnderTest) -> None:
@@ -156,42 +145,6 @@ async def test_signals_reach_subscribers_without_history(eut: EngineUnderTest) -
     assert (await eut.engine.history("room:sig")).messages == []
 
 
-async def test_presence_add_list_remove(eut: EngineUnderTest) -> None:
-    """Presence lists the clients added to a channel, with their latest status, until removed."""
-    e = eut.engine
-    await e.presence_add("room:p", PresenceEntry("c1", "alice", "n1", "online", {"name": "A"}))
-    await e.presence_add("room:p", PresenceEntry("c2", "bob", "n1"))
-    await e.presence_add("room:p", PresenceEntry("c1", "alice", "n1", "away", {"name": "A"}))
-    entries = {p.client: p for p in await e.presence("room:p")}
-    assert set(entries) == {"c1", "c2"} and entries["c1"].status == "away" and entries["c1"].info == {"name": "A"}
-    await e.presence_remove("room:p", "c1")
-    await e.presence_remove("room:p", "c1")
-    assert [p.client for p in await e.presence("room:p")] == ["c2"]
-
-
-async def test_per_user_connection_limit_is_enforced_and_released(eut: EngineUnderTest) -> None:
-    """user_acquire refuses past the limit, counts a client once, and frees on release."""
-    e = eut.engine
-    assert await e.user_acquire("u", "c1", 2) and await e.user_acquire("u", "c2", 2)
-    assert await e.user_acquire("u", "c1", 2)  # the same client again
-    assert not await e.user_acquire("u", "c3", 2)
-    await e.user_release("u", "c1")
-    assert await e.user_acquire("u", "c3", 2)
-
-
-async def test_disconnect_user_reaches_every_node_and_counts_connections(eut: EngineUnderTest) -> None:
-    """disconnect_user tells every node holding the user and returns its connection count."""
-    got1, got2 = await collector(eut, "n1"), await collector(eut, "n2")
-    e = eut.engine
-    await e.subscribe("n1", "user:mallory")  # nodes hold the personal channel of their users
-    await e.subscribe("n2", "user:mallory")
-    await e.user_acquire("mallory", "c1", 10)
-    await e.user_acquire("mallory", "c2", 10)
-    assert await e.disconnect_user("mallory", 4003) == 2
-    await wait_for(lambda: got1 and got2)
-    assert got1 == [Disconnect("mallory", 4003)] == got2
-
-
 async def test_detach_stops_deliveries(eut: EngineUnderTest) -> None:
     got = await collector(eut)
     await eut.engine.subscribe("n1", "room:det")
@@ -232,22 +185,9 @@ async def test_register_then_read_history_never_loses_a_concurrent_publish(eut: 
         e.detach(f"race{r}")
 
 
-async def test_presence_and_user_counts_survive_a_refresh_and_expire_without_one(eut: EngineUnderTest) -> None:
-    """Entries a process registered are re-asserted by its refresh; they are what keeps them alive."""
-    e = eut.engine
-    await e.presence_add("room:refresh", PresenceEntry("c1", "u1", "n1"))
-    assert await e.user_acquire("u1", "c1", 1)
-    refresh = getattr(e, "_refresh", None)
-    if refresh is not None:  # RedisEngine: one pipelined pass must keep everything in place
-        await refresh()
-    assert [p.client for p in await e.presence("room:refresh")] == ["c1"]
-    assert not await e.user_acquire("u1", "c2", 1)
-
-
 async def test_publish_batch_publishes_each_message_in_order(eut: EngineUnderTest) -> None:
     """publish_batch: one result per request, in order; offsets increase per channel; the
     idempotency key works as for publish; subscribers receive them in offset order."""
-    from herald.core.engine.base import PublishRequest
 
     got = await collector(eut)
     await eut.engine.subscribe("n1", "room:batch-a")
@@ -263,72 +203,3 @@ async def test_publish_batch_publishes_each_message_in_order(eut: EngineUnderTes
     assert [m.data for m in hist.messages] == [i for i in range(20) if i % 2] + ["once"]
     await wait_for(lambda: len([p for p in got if isinstance(p, Publication)]) >= 11)
     assert [p.offset for p in got if isinstance(p, Publication)] == [m.offset for m in hist.messages]
-
-
-# --- membership and control ---------------------------------------------------------------------
-async def test_heartbeats_list_members_with_their_latest_status(eut: EngineUnderTest) -> None:
-    """heartbeat() registers a member with its status; mark_member replaces the status without
-    refreshing the heartbeat; forget_member removes it."""
-    e = eut.engine
-    await e.heartbeat("node:n1", {"state": "ready", "connections": {"ws": 1}})
-    await e.heartbeat("router:r1", {"state": "ready", "partitions": [0, 1]})
-    await e.heartbeat("node:n1", {"state": "draining", "connections": {"ws": 0}})
-    members = await e.members()
-    assert set(members) >= {"node:n1", "router:r1"}
-    seen, status = members["node:n1"]
-    assert status == {"state": "draining", "connections": {"ws": 0}} and seen > 0
-    await e.mark_member("node:n1", {"state": "dead"})
-    again = await e.members()
-    assert again["node:n1"] == (seen, {"state": "dead"})
-    await e.forget_member("node:n1")
-    assert "node:n1" not in await e.members() and "router:r1" in await e.members()
-
-
-async def test_a_lease_has_one_holder_until_released_or_expired(eut: EngineUnderTest) -> None:
-    e = eut.engine
-    assert await e.hold_lease("leader", "a", 0.3)
-    assert await e.hold_lease("leader", "a", 0.3)  # renewing
-    assert not await e.hold_lease("leader", "b", 0.3)
-    await e.release_lease("leader", "b")  # not the holder: no effect
-    assert not await e.hold_lease("leader", "b", 0.3)
-    await e.release_lease("leader", "a")
-    assert await e.hold_lease("leader", "b", 0.3)
-    await eut.wait(5.0)  # memory: the clock moves 5 s; redis: 0.5 s pass
-    assert await e.hold_lease("leader", "c", 0.3)
-
-
-async def test_orders_reach_the_node_they_are_for(eut: EngineUnderTest) -> None:
-    got1, got2 = await collector(eut, "n1"), await collector(eut, "n2")
-    await eut.engine.order("n2", Order("shed", {"count": 3, "window": 1.5}))
-    await wait_for(lambda: got2)
-    assert got2 == [Order("shed", {"count": 3, "window": 1.5})] and got1 == []
-
-
-async def test_cleanup_of_a_dead_node_removes_what_it_registered(eut: EngineUnderTest) -> None:
-    """cleanup_node drops the node's subscriptions (it gets no more deliveries), its presence
-    entries (with `leave` for join/leave namespaces), and — where the engine spans processes —
-    its users' connection counts; other nodes keep theirs."""
-    e = eut.engine
-    dead, alive = await collector(eut, "n1"), await collector(eut, "n2")
-    for node in ("n1", "n2"):
-        await e.subscribe(node, "jl:room")
-    await e.subscribe("n1", "room:only-n1")
-    await e.presence_add("jl:room", PresenceEntry("c1", "alice", "n1"))
-    await e.presence_add("jl:room", PresenceEntry("c2", "bob", "n2"))
-    assert await e.user_acquire("alice", "c1", 1)
-    if isinstance(e, RedisEngine):
-        await e.flush_index()
-    removed = await e.cleanup_node("n1")
-    assert removed["subscriptions"] == 2 and removed["presence"] == 1
-    assert [p.client for p in await e.presence("jl:room")] == ["c2"]
-    await wait_for(lambda: any(isinstance(d, Signal) for d in alive))
-    assert [d.frame for d in alive if isinstance(d, Signal)] == [
-        {"type": "leave", "channel": "jl:room", "client": "c1", "user": "alice"}]
-    if isinstance(e, RedisEngine):  # one process per node: its connection counts go with it
-        assert removed["connections"] == 1
-        assert await e.user_acquire("alice", "c9", 1)
-    await e.publish("jl:room", "after")
-    await e.publish("room:only-n1", "after")
-    await wait_for(lambda: any(isinstance(d, Publication) for d in alive))
-    assert [d.data for d in alive if isinstance(d, Publication)] == ["after"]
-    assert not any(isinstance(d, Publication) for d in dead)
