@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from herald.core.engine.base import Engine
+from herald.core.engine.base import Broker
 from herald.core.protocol.codec import JSON, MSGPACK
 from herald.core.protocol.envelope import Delivery, Disconnect, Order, Publication, Signal
 from herald.core.protocol.frames import ws_frame
@@ -124,7 +124,7 @@ class _Registry:
 
 
 class Hub:
-    def __init__(self, node_id: str, engine: Engine, metrics: NodeMetrics) -> None:
+    def __init__(self, node_id: str, engine: Broker, metrics: NodeMetrics) -> None:
         self.node_id = node_id
         self.engine = engine
         self.metrics = metrics
