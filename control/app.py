@@ -54,9 +54,12 @@ class AdminAuth:
         if apikey_matches(request.headers.get("Authorization", ""), self._key):
             return
         cookie = request.cookies.get(_COOKIE, "")
-        if cookie and hmac.compare_digest(cookie.encode(), self.session):
-            if request.method == "GET" or request.headers.get("X-Herald-Admin") == "1":
-                return
+        if (
+            cookie
+            and hmac.compare_digest(cookie.encode(), self.session)
+            and (request.method == "GET" or request.headers.get("X-Herald-Admin") == "1")
+        ):
+            return
         raise Unauthorized(API_KEY_HINT)
 
 
@@ -66,11 +69,17 @@ _STREAMS = web.AppKey("herald_dashboard_streams", list)
 
 def control_settings(config: NodeConfig) -> ControlSettings:
     return ControlSettings(
-        member_timeout=config.member_timeout, dead_retention=config.dead_retention,
-        lease_seconds=config.lease_seconds, rebalance_ratio=config.rebalance_ratio,
-        rebalance_interval=config.rebalance_interval, rebalance_max=config.rebalance_max,
-        rebalance_min_mean=config.rebalance_min_mean, auto_rebalance=config.auto_rebalance,
-        max_message_size=config.max_message_size, dashboard=dashboard_feed(config))
+        member_timeout=config.member_timeout,
+        dead_retention=config.dead_retention,
+        lease_seconds=config.lease_seconds,
+        rebalance_ratio=config.rebalance_ratio,
+        rebalance_interval=config.rebalance_interval,
+        rebalance_max=config.rebalance_max,
+        rebalance_min_mean=config.rebalance_min_mean,
+        auto_rebalance=config.auto_rebalance,
+        max_message_size=config.max_message_size,
+        dashboard=dashboard_feed(config),
+    )
 
 
 def _control(request: web.Request) -> Control:
@@ -90,8 +99,9 @@ async def drain_node(request: web.Request) -> web.Response:
         if not isinstance(body, dict):
             raise ProtocolError("body must be a JSON object")
         window = body.get("window")
-        if window is not None and (not isinstance(window, (int, float)) or isinstance(window, bool)
-                                   or not 0 <= window <= 3600):
+        if window is not None and (
+            not isinstance(window, (int, float)) or isinstance(window, bool) or not 0 <= window <= 3600
+        ):
             raise ProtocolError("'window' must be a number of seconds, 0-3600")
     return json_response(await control.drain_node(request.match_info["node"], window), 202)
 
@@ -100,17 +110,31 @@ async def rebalance(request: web.Request) -> web.Response:
     outcome, facts = await _control(request).request_rebalance()
     status = {"started": 202, "balanced": 200, "busy": 409}[outcome]
     if outcome == "busy":
-        return json_response({"error": {"code": "conflict", "message": "a rebalancing round is running: retry "
-                                        "after the rebalance interval"}, **facts}, status)
+        return json_response(
+            {
+                "error": {
+                    "code": "conflict",
+                    "message": "a rebalancing round is running: retry after the rebalance interval",
+                },
+                **facts,
+            },
+            status,
+        )
     return json_response({"status": outcome, **facts}, status)
 
 
 async def dashboard(request: web.Request) -> web.Response:
     connect = request.app[CONTROL].settings.dashboard.connect_src()
-    return web.Response(body=(_STATIC / "dashboard.html").read_bytes(), content_type="text/html",
-                        headers={"Cache-Control": "no-cache", "X-Frame-Options": "DENY",
-                                 "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; "
-                                                            f"script-src 'self' 'unsafe-inline'; connect-src {connect}"})
+    return web.Response(
+        body=(_STATIC / "dashboard.html").read_bytes(),
+        content_type="text/html",
+        headers={
+            "Cache-Control": "no-cache",
+            "X-Frame-Options": "DENY",
+            "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; "
+            f"script-src 'self' 'unsafe-inline'; connect-src {connect}",
+        },
+    )
 
 
 async def token(request: web.Request) -> web.Response:
@@ -139,8 +163,9 @@ async def session(request: web.Request) -> web.Response:
     key = body.get("key") if isinstance(body, dict) else None
     if not isinstance(key, str) or not auth.key_ok(key):
         raise Unauthorized("wrong API key")
-    response.set_cookie(_COOKIE, auth.session.decode(), httponly=True, samesite="Strict", path="/",
-                        secure=request.secure)
+    response.set_cookie(
+        _COOKIE, auth.session.decode(), httponly=True, samesite="Strict", path="/", secure=request.secure
+    )
     return response
 
 
@@ -152,8 +177,9 @@ async def events(request: web.Request) -> web.StreamResponse:
         return json_response({"error": {"code": "busy", "message": "too many dashboard streams"}}, 503)
     streams[0] += 1
     try:
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
-                                           "X-Accel-Buffering": "no"})
+        resp = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        )
         await resp.prepare(request)
         await resp.write(b"retry: 2000\n\n")
         while True:
@@ -197,8 +223,11 @@ def build_control_app(config: NodeConfig, engine: Engine) -> web.Application:
 
     async def readiness() -> tuple[bool, dict[str, Any]]:
         healthy = await engine.healthy()
-        return healthy, {"status": "ready" if healthy else "engine unavailable", "control": control.id,
-                         "leader": control.is_leader}
+        return healthy, {
+            "status": "ready" if healthy else "engine unavailable",
+            "control": control.id,
+            "leader": control.is_leader,
+        }
 
     app.cleanup_ctx.append(lifecycle)
     add_ops_routes(app, control.metrics.registry, readiness)

@@ -46,8 +46,13 @@ class DashboardFeed:
         body: dict[str, Any] = {"url": self.url, "channel": CLUSTER_CHANNEL}
         if self.secret is None:
             return {**body, "token": None, "reason": self.unavailable}
-        claims: dict[str, Any] = {"sub": DASHBOARD_USER, "iat": int(now), "exp": int(now) + TOKEN_TTL,
-                                  "channels": [CLUSTER_CHANNEL], "publish": []}
+        claims: dict[str, Any] = {
+            "sub": DASHBOARD_USER,
+            "iat": int(now),
+            "exp": int(now) + TOKEN_TTL,
+            "channels": [CLUSTER_CHANNEL],
+            "publish": [],
+        }
         if self.audience is not None:
             claims["aud"] = self.audience
         if self.issuer is not None:
@@ -65,8 +70,9 @@ class DashboardFeed:
 
 def dashboard_feed(config: NodeConfig) -> DashboardFeed:
     if config.jwt_algorithm != "HS256" or not config.jwt_secret:
-        return DashboardFeed(unavailable=f"control cannot sign {config.jwt_algorithm} tokens "
-                                         "(it holds only the public key)")
+        return DashboardFeed(
+            unavailable=f"control cannot sign {config.jwt_algorithm} tokens (it holds only the public key)"
+        )
     if not (config.dashboard_url or config.dev):
         return DashboardFeed(unavailable="no --dashboard-url: this control serves no /ws")
     return DashboardFeed(config.dashboard_url or None, config.jwt_secret, config.jwt_audience, config.jwt_issuer)

@@ -37,5 +37,6 @@ def plan(connections: Mapping[str, int], *, ratio: float, max_per_node: int, min
         return {}
     bound = mean * (1.0 + ratio)
     target = math.ceil(mean)
-    return {node: min(n - target, max_per_node) for node, n in sorted(connections.items())
-            if n > bound and n - target > 0}
+    return {
+        node: min(n - target, max_per_node) for node, n in sorted(connections.items()) if n > bound and n - target > 0
+    }

@@ -16,7 +16,7 @@ import secrets
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import structlog
@@ -56,7 +56,7 @@ class ControlSettings:
     max_message_size: int = 65_536  # a published view over this many bytes goes out without its members
     # How the dashboard page reaches the cluster channel; served by app.py, carried here so that
     # `herald dev`, which mounts control's routes on its node, gets it with the Control.
-    dashboard: DashboardFeed = DashboardFeed()
+    dashboard: DashboardFeed = field(default_factory=DashboardFeed)
 
 
 class ControlEngine(Coordination, Broker, Protocol):
@@ -64,8 +64,13 @@ class ControlEngine(Coordination, Broker, Protocol):
 
 
 class Control:
-    def __init__(self, engine: ControlEngine, settings: ControlSettings | None = None, control_id: str | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        engine: ControlEngine,
+        settings: ControlSettings | None = None,
+        control_id: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.engine = engine
         self.settings = s = settings or ControlSettings()
         self.id = control_id or f"control-{secrets.token_hex(4)}"
@@ -137,9 +142,14 @@ class Control:
             self._healthy_since = now
         self.view.update(self._members)
         if not self.is_leader:
-            self.leader = next((m[8:] for m, (_, st) in self._members.items()
-                                if m.startswith("control:") and st.get("leader")
-                                and self.view.state(m, now) != "dead"), None)
+            self.leader = next(
+                (
+                    m[8:]
+                    for m, (_, st) in self._members.items()
+                    if m.startswith("control:") and st.get("leader") and self.view.state(m, now) != "dead"
+                ),
+                None,
+            )
         else:
             await self._reap(now)
             if s.auto_rebalance and now >= self._next_round:
@@ -150,8 +160,16 @@ class Control:
             await self._announce()
 
     def _status(self) -> dict[str, Any]:
-        return {"role": "control", "id": self.id, "state": "ready", "leader": self.is_leader,
-                "version": __version__, "started": self.started, "pid": os.getpid(), "host": socket.gethostname()}
+        return {
+            "role": "control",
+            "id": self.id,
+            "state": "ready",
+            "leader": self.is_leader,
+            "version": __version__,
+            "started": self.started,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+        }
 
     def _publish(self, now: float) -> None:
         self.latest = self.view.render(now, leader=self.leader)
@@ -171,8 +189,9 @@ class Control:
         view = bounded_view(self.latest, self.settings.max_message_size)
         trimmed = view is not self.latest
         if trimmed and not self._trimmed:
-            log.warning("control.view.trimmed", members=len(self.latest["members"]),
-                        limit=self.settings.max_message_size)
+            log.warning(
+                "control.view.trimmed", members=len(self.latest["members"]), limit=self.settings.max_message_size
+            )
         self._trimmed = trimmed
         await self.engine.publish(CLUSTER_CHANNEL, view)
 
@@ -252,8 +271,11 @@ class Control:
         """`POST /admin/rebalance`: run a round now and keep going (one round per interval) until
         the spread is within bounds. Returns (outcome, facts): "balanced", "started" or "busy"."""
         nodes = self.view.nodes(self._clock())
-        facts: dict[str, Any] = {"nodes": nodes, "spread": round(spread(nodes), 4),
-                                 "bound": self.settings.rebalance_ratio}
+        facts: dict[str, Any] = {
+            "nodes": nodes,
+            "spread": round(spread(nodes), 4),
+            "bound": self.settings.rebalance_ratio,
+        }
         first = await self.rebalance_round()
         if first is None:
             return "busy", facts

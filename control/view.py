@@ -115,8 +115,14 @@ class ClusterView:
 
     def oldest_report(self, now: float, states: Sequence[str] = ("ready",)) -> float:
         """When the least recent report of the nodes in `states` was made (inf without nodes)."""
-        return min((seen for member, (seen, _) in self._members.items()
-                    if member.startswith("node:") and self.state(member, now) in states), default=float("inf"))
+        return min(
+            (
+                seen
+                for member, (seen, _) in self._members.items()
+                if member.startswith("node:") and self.state(member, now) in states
+            ),
+            default=float("inf"),
+        )
 
     def render(self, now: float, *, leader: str | None = None) -> dict[str, Any]:
         members: list[dict[str, Any]] = []
@@ -127,9 +133,15 @@ class ClusterView:
             state = self.state(member, now)
             rates, latency = self._rates(member)
             entry: dict[str, Any] = {
-                "member": member, "role": role, "id": ident, "state": state,
-                "last_seen": seen, "age": round(max(0.0, now - seen), 3),
-                "version": status.get("version"), "host": status.get("host"), "started": status.get("started"),
+                "member": member,
+                "role": role,
+                "id": ident,
+                "state": state,
+                "last_seen": seen,
+                "age": round(max(0.0, now - seen), 3),
+                "version": status.get("version"),
+                "host": status.get("host"),
+                "started": status.get("started"),
                 "rates": {k: round(v, 2) for k, v in rates.items()},
             }
             if role == "node":
@@ -144,8 +156,11 @@ class ClusterView:
                     for k in ("messages_in", "messages_out", "published"):
                         totals[k] += rates.get(k, 0.0)
                     if latency is not None:
-                        cluster_latency = latency if cluster_latency is None else [
-                            a + b for a, b in zip(cluster_latency, latency, strict=False)]
+                        cluster_latency = (
+                            latency
+                            if cluster_latency is None
+                            else [a + b for a, b in zip(cluster_latency, latency, strict=False)]
+                        )
             elif role == "router":
                 entry["partitions"] = status.get("partitions", [])
                 entry["lag"] = status.get("lag", 0)
@@ -157,8 +172,12 @@ class ClusterView:
             if state == "dead" and "cleaned" in status:
                 entry["cleaned"] = status["cleaned"]
             members.append(entry)
-        members.sort(key=lambda m: (("node", "router", "control").index(m["role"]) if m["role"] in
-                                    ("node", "router", "control") else 3, m["id"]))
+        members.sort(
+            key=lambda m: (
+                ("node", "router", "control").index(m["role"]) if m["role"] in ("node", "router", "control") else 3,
+                m["id"],
+            )
+        )
         nodes = [m for m in members if m["role"] == "node" and m["state"] == "ready"]
         mean = (sum(m["connections"] for m in nodes) / len(nodes)) if nodes else 0.0
         spread = (max(m["connections"] for m in nodes) / mean - 1.0) if nodes and mean > 0 else 0.0

@@ -60,17 +60,17 @@ class LoopMetrics(Collector):
 
     def collect(self) -> Iterator[CounterMetricFamily | HistogramMetricFamily]:
         for c in self._counters:
-            fam = CounterMetricFamily(c.name, c.doc)
-            fam.add_metric([], c.value)
-            yield fam
+            counter = CounterMetricFamily(c.name, c.doc)
+            counter.add_metric([], c.value)
+            yield counter
         for h in self._histograms:
             cumulative, buckets = 0, []
             for bound, n in zip((*h.bounds, float("inf")), h.counts, strict=True):
                 cumulative += n
                 buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
-            fam = HistogramMetricFamily(h.name, h.doc)
-            fam.add_metric([], buckets, sum_value=h.total)
-            yield fam
+            histogram = HistogramMetricFamily(h.name, h.doc)
+            histogram.add_metric([], buckets, sum_value=h.total)
+            yield histogram
 
     def describe(self) -> Iterator[CounterMetricFamily | HistogramMetricFamily]:
         return self.collect()

@@ -50,11 +50,11 @@ def _parser() -> argparse.ArgumentParser:
     add_node_options(node)
     router = sub.add_parser("router", help="a router: partition logs to node inboxes, server API (needs --redis)")
     add_node_options(router)
-    control = sub.add_parser("control", help="the control plane: membership, drain, rebalancing, admin API, "
-                                             "dashboard (needs --redis)")
+    control = sub.add_parser(
+        "control", help="the control plane: membership, drain, rebalancing, admin API, dashboard (needs --redis)"
+    )
     add_node_options(control)
-    loadtest = sub.add_parser("loadtest", help="drive load at Herald nodes and report loss and latency",
-                              add_help=False)
+    loadtest = sub.add_parser("loadtest", help="drive load at Herald nodes and report loss and latency", add_help=False)
     loadtest.add_argument("args", nargs=argparse.REMAINDER)
     drain = sub.add_parser("drain", help="drain the node at --url and wait until it is empty (preStop hook)")
     drain.add_argument("--url", default="http://127.0.0.1:8000", help="the node's base URL")
@@ -78,13 +78,14 @@ def _print_banner(config: NodeConfig, port: int) -> None:
     host = "127.0.0.1" if config.host in ("0.0.0.0", "::", "") else config.host
     base = f"http://{host}:{port}"
     token = demo_token(config, "demo") if config.jwt_algorithm == "HS256" and config.jwt_secret else None
+    store = "Redis: " + ", ".join(config.redis) if config.redis else "in-memory engine"
     lines = [
-        f"Herald {__version__} (dev, {'Redis: ' + ', '.join(config.redis) if config.redis else 'in-memory engine'}) is up",
+        f"Herald {__version__} (dev, {store}) is up",
         f"  demo page   {base}/",
         f"  WebSocket   ws://{host}:{port}/ws",
         f"  SSE         {base}/events?channel=news:updates&token=<token>",
         f"  publish     curl -X POST {base}/api/publish -H 'Authorization: apikey {config.api_key}' "
-        "-d '{\"channel\":\"news:updates\",\"data\":{\"text\":\"hello\"}}'",
+        '-d \'{"channel":"news:updates","data":{"text":"hello"}}\'',
         f"  metrics     {base}/metrics",
         f"  dashboard   {base}/dashboard (API key {config.api_key})",
     ]
@@ -99,8 +100,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             from herald.loadtest.cli import main as loadtest_main
         except ImportError as exc:
-            print(f"herald loadtest needs its extras ({exc.name} is missing): pip install 'herald[loadtest]'",
-                  file=sys.stderr)
+            print(
+                f"herald loadtest needs its extras ({exc.name} is missing): pip install 'herald[loadtest]'",
+                file=sys.stderr,
+            )
             return 2
         return loadtest_main(argv[1:])
     args = _parser().parse_args(argv)
@@ -140,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif command == "control":
         from herald.control.server import serve_control
 
-        main_coro = serve_control(config, engine)  # type: ignore[arg-type]
+        main_coro = serve_control(config, engine)
     else:
         from herald.node.server import serve_node
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = ["Expectation", "PublishLog", "ReceiverLog", "StreamLog", "Table", "Tally", "Verdict", "offset_key"]
 
@@ -116,7 +117,7 @@ class PublishLog:
     __slots__ = ("_streams", "sent", "unconfirmed_count")
 
     def __init__(self) -> None:
-        self._streams: dict[str, dict[str, list]] = {}
+        self._streams: dict[str, dict[str, list[Any]]] = {}
         self.sent = 0
         self.unconfirmed_count = 0
 
@@ -127,7 +128,7 @@ class PublishLog:
         entry = by_pub.get(pub)
         if entry is None:
             entry = by_pub[pub] = [0, []]
-        seq = entry[0]
+        seq: int = entry[0]
         entry[0] += 1
         self.sent += 1
         return seq
@@ -141,8 +142,10 @@ class PublishLog:
         return self.sent - self.unconfirmed_count
 
     def table(self) -> Table:
-        return {ch: {pub: (n, sorted(set(failed))) for pub, (n, failed) in by_pub.items()}
-                for ch, by_pub in self._streams.items()}
+        return {
+            ch: {pub: (n, sorted(set(failed))) for pub, (n, failed) in by_pub.items()}
+            for ch, by_pub in self._streams.items()
+        }
 
 
 @dataclass(slots=True)
@@ -155,8 +158,12 @@ class Tally:
     extra: int = 0
 
     def __add__(self, other: Tally) -> Tally:
-        return Tally(self.expected + other.expected, self.received + other.received, self.lost + other.lost,
-                     self.extra + other.extra)
+        return Tally(
+            self.expected + other.expected,
+            self.received + other.received,
+            self.lost + other.lost,
+            self.extra + other.extra,
+        )
 
 
 class Expectation:

@@ -45,18 +45,33 @@ exit status:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="herald loadtest", description="Drive load at Herald nodes and report "
-                                "delivery rate, end-to-end latency, and lost / duplicated / out-of-order messages.",
-                                epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="herald loadtest",
+        description="Drive load at Herald nodes and report "
+        "delivery rate, end-to-end latency, and lost / duplicated / out-of-order messages.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("scenario", choices=SCENARIOS, help="what to simulate (see below)")
     p.add_argument("--transport", choices=("ws", "sse"), default="ws", help="client transport (default ws)")
-    p.add_argument("--url", action="append", dest="urls", metavar="URL",
-                   help="a target node (repeatable; clients are spread over them). Default http://127.0.0.1:8000")
+    p.add_argument(
+        "--url",
+        action="append",
+        dest="urls",
+        metavar="URL",
+        help="a target node (repeatable; clients are spread over them). Default http://127.0.0.1:8000",
+    )
     p.add_argument("--api-url", default="", help="where to publish (server API); default the first --url")
-    p.add_argument("--api-key", default=os.environ.get("HERALD_API_KEY", DEV_API_KEY),
-                   help="server API key (default $HERALD_API_KEY or dev-key)")
-    p.add_argument("--jwt-secret", default=os.environ.get("HERALD_JWT_SECRET", DEV_SECRET),
-                   help="HS256 secret to mint client tokens (default $HERALD_JWT_SECRET or dev-secret)")
+    p.add_argument(
+        "--api-key",
+        default=os.environ.get("HERALD_API_KEY", DEV_API_KEY),
+        help="server API key (default $HERALD_API_KEY or dev-key)",
+    )
+    p.add_argument(
+        "--jwt-secret",
+        default=os.environ.get("HERALD_JWT_SECRET", DEV_SECRET),
+        help="HS256 secret to mint client tokens (default $HERALD_JWT_SECRET or dev-secret)",
+    )
     g = p.add_argument_group("load")
     g.add_argument("--connections", type=int, default=100, help="simulated clients (default 100)")
     g.add_argument("--rate", type=float, default=10.0, help="messages published per second, in all (default 10)")
@@ -66,10 +81,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--workers", type=int, default=1, help="processes sharing clients and publishing (default 1)")
     g.add_argument("--codec", choices=("json", "msgpack"), default="json", help="WebSocket subprotocol herald.<codec>")
     g.add_argument("--channel", default="", help="the fan-out channel (default loadtest:<run-id>)")
-    g.add_argument("--direct-via", choices=("publish", "notify"), default="publish",
-                   help="direct: POST /api/publish to user:<id>, or POST /notify")
-    g.add_argument("--batch", type=int, default=1,
-                   help="publications per request; >1 uses POST /api/publish/batch (default 1)")
+    g.add_argument(
+        "--direct-via",
+        choices=("publish", "notify"),
+        default="publish",
+        help="direct: POST /api/publish to user:<id>, or POST /notify",
+    )
+    g.add_argument(
+        "--batch", type=int, default=1, help="publications per request; >1 uses POST /api/publish/batch (default 1)"
+    )
     g.add_argument("--publish-concurrency", type=int, default=32, help="publish requests in flight per worker")
     g.add_argument("--connect-concurrency", type=int, default=64, help="connects in flight per worker")
     g.add_argument("--connect-timeout", type=float, default=10.0, help="seconds per connection attempt")
@@ -80,42 +100,94 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--storms", type=int, default=1, help="storms, evenly spaced over --duration (default 1)")
     s.add_argument("--storm-size", type=int, default=0, help="clients dropped per storm (default all)")
     s.add_argument("--storm-downtime", type=float, default=0.0, help="seconds dropped clients stay away")
-    s.add_argument("--storm-via", choices=("client", "api"), default="client",
-                   help="client: cut the sockets; api: POST /api/disconnect with code 4008")
-    s.add_argument("--storm-traffic", choices=("fanout", "direct"), default="fanout",
-                   help="reconnect-storm: publish to the fan-out channel, or to personal channels as direct does")
-    s.add_argument("--drain-pid", type=int, action="append", dest="drain_pids", default=[], metavar="PID",
-                   help="drain: SIGTERM this PID instead of POST /admin/drain (repeatable, in --url order)")
-    s.add_argument("--drain-count", type=int, default=0,
-                   help="drain: how many targets to drain, in --url order (default all but the last)")
+    s.add_argument(
+        "--storm-via",
+        choices=("client", "api"),
+        default="client",
+        help="client: cut the sockets; api: POST /api/disconnect with code 4008",
+    )
+    s.add_argument(
+        "--storm-traffic",
+        choices=("fanout", "direct"),
+        default="fanout",
+        help="reconnect-storm: publish to the fan-out channel, or to personal channels as direct does",
+    )
+    s.add_argument(
+        "--drain-pid",
+        type=int,
+        action="append",
+        dest="drain_pids",
+        default=[],
+        metavar="PID",
+        help="drain: SIGTERM this PID instead of POST /admin/drain (repeatable, in --url order)",
+    )
+    s.add_argument(
+        "--drain-count",
+        type=int,
+        default=0,
+        help="drain: how many targets to drain, in --url order (default all but the last)",
+    )
     e = p.add_argument_group("end of run")
-    e.add_argument("--settle", type=float, default=2.0,
-                   help="after publishing, stop waiting once nothing arrived for this long (default 2)")
-    e.add_argument("--grace", type=float, default=15.0,
-                   help="after publishing, wait at most this long for missing messages (default 15)")
+    e.add_argument(
+        "--settle",
+        type=float,
+        default=2.0,
+        help="after publishing, stop waiting once nothing arrived for this long (default 2)",
+    )
+    e.add_argument(
+        "--grace",
+        type=float,
+        default=15.0,
+        help="after publishing, wait at most this long for missing messages (default 15)",
+    )
     o = p.add_argument_group("output")
     o.add_argument("--json", action="store_true", help="print the report as JSON (no live progress)")
     o.add_argument("--plot", metavar="FILE.png", help="plot latency and throughput over time (needs matplotlib)")
-    o.add_argument("--metrics-url", action="append", dest="metrics_urls", default=[], metavar="URL",
-                   help="Prometheus endpoint to snapshot (repeatable; default each target's /metrics)")
+    o.add_argument(
+        "--metrics-url",
+        action="append",
+        dest="metrics_urls",
+        default=[],
+        metavar="URL",
+        help="Prometheus endpoint to snapshot (repeatable; default each target's /metrics)",
+    )
     o.add_argument("--no-progress", action="store_true", help="no live progress even on a terminal")
     return p
 
 
 def config_from_args(args: argparse.Namespace) -> LoadConfig:
     kw: dict[str, Any] = {
-        "scenario": args.scenario, "transport": args.transport,
-        "targets": tuple(args.urls or ("http://127.0.0.1:8000",)), "api_url": args.api_url,
-        "api_key": args.api_key, "jwt_secret": args.jwt_secret, "connections": args.connections,
-        "rate": args.rate, "duration": args.duration, "payload_size": args.payload_size,
-        "ramp_up": args.ramp_up, "workers": args.workers, "codec": args.codec, "channel": args.channel,
-        "direct_via": args.direct_via, "batch": args.batch, "publish_concurrency": args.publish_concurrency,
-        "connect_concurrency": args.connect_concurrency, "connect_timeout": args.connect_timeout,
-        "max_reconnects": args.max_reconnects, "seed": args.seed, "storms": args.storms,
-        "storm_size": args.storm_size, "storm_downtime": args.storm_downtime, "storm_via": args.storm_via,
+        "scenario": args.scenario,
+        "transport": args.transport,
+        "targets": tuple(args.urls or ("http://127.0.0.1:8000",)),
+        "api_url": args.api_url,
+        "api_key": args.api_key,
+        "jwt_secret": args.jwt_secret,
+        "connections": args.connections,
+        "rate": args.rate,
+        "duration": args.duration,
+        "payload_size": args.payload_size,
+        "ramp_up": args.ramp_up,
+        "workers": args.workers,
+        "codec": args.codec,
+        "channel": args.channel,
+        "direct_via": args.direct_via,
+        "batch": args.batch,
+        "publish_concurrency": args.publish_concurrency,
+        "connect_concurrency": args.connect_concurrency,
+        "connect_timeout": args.connect_timeout,
+        "max_reconnects": args.max_reconnects,
+        "seed": args.seed,
+        "storms": args.storms,
+        "storm_size": args.storm_size,
+        "storm_downtime": args.storm_downtime,
+        "storm_via": args.storm_via,
         "storm_traffic": args.storm_traffic,
-        "drain_pids": tuple(args.drain_pids), "drain_count": args.drain_count, "settle": args.settle,
-        "grace": args.grace, "metrics_urls": tuple(args.metrics_urls),
+        "drain_pids": tuple(args.drain_pids),
+        "drain_count": args.drain_count,
+        "settle": args.settle,
+        "grace": args.grace,
+        "metrics_urls": tuple(args.metrics_urls),
     }
     if args.run_id:
         kw["run_id"] = args.run_id

@@ -49,7 +49,7 @@ class Ended(NamedTuple):
 
 
 def backoff(failures: int, rng: random.Random) -> float:
-    return min(2.0, 0.05 * (2 ** min(failures, 6))) * (0.5 + rng.random() / 2)
+    return min(2.0, 0.05 * 2.0 ** min(failures, 6)) * (0.5 + rng.random() / 2)
 
 
 def after_close(code: int | None, after_ms: Any, failures: int, rng: random.Random) -> tuple[bool, float, bool]:
@@ -83,8 +83,16 @@ def shutdown_socket(sock: Any) -> bool:
 class Client:
     """One simulated user with one connection at a time."""
 
-    def __init__(self, i: int, plan: Plan, stats: WorkerStats, session: Any, publog: PublishLog,
-                 connect_gate: asyncio.Semaphore, rng: random.Random) -> None:
+    def __init__(
+        self,
+        i: int,
+        plan: Plan,
+        stats: WorkerStats,
+        session: Any,
+        publog: PublishLog,
+        connect_gate: asyncio.Semaphore,
+        rng: random.Random,
+    ) -> None:
         self.i = i
         self.plan = plan
         self.cfg: LoadConfig = plan.cfg

@@ -102,8 +102,10 @@ class LoadConfig:
             (self.connect_timeout > 0 and self.max_reconnects >= 0, "bad connect options"),
             (self.codec in ("json", "msgpack"), "--codec must be json or msgpack"),
             (self.storm_traffic in ("fanout", "direct"), "--storm-traffic must be fanout or direct"),
-            (not (self.batch > 1 and self.pattern == "direct" and self.direct_via == "notify"),
-             "--batch cannot be used with --direct-via notify"),
+            (
+                not (self.batch > 1 and self.pattern == "direct" and self.direct_via == "notify"),
+                "--batch cannot be used with --direct-via notify",
+            ),
         ]
         for ok, message in checks:
             if not ok:

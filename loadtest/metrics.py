@@ -87,8 +87,12 @@ def _fanout_latency(metrics: dict[str, float], before: dict[str, float]) -> dict
     def ms(v: float | None) -> float | None:
         return None if v is None else (math.inf if math.isinf(v) else round(v * 1000, 3))
 
-    return {"count": int(count), "mean_ms": round(total / count * 1000, 3), "p50_le_ms": ms(_quantile(buckets, 0.5)),
-            "p99_le_ms": ms(_quantile(buckets, 0.99))}
+    return {
+        "count": int(count),
+        "mean_ms": round(total / count * 1000, 3),
+        "p50_le_ms": ms(_quantile(buckets, 0.5)),
+        "p99_le_ms": ms(_quantile(buckets, 0.99)),
+    }
 
 
 def summarize(before: dict[str, dict[str, float] | str], after: dict[str, dict[str, float] | str]) -> dict[str, Any]:

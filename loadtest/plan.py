@@ -61,8 +61,13 @@ class Plan:
     def token(self, i: int) -> str:
         cfg = self.cfg
         ttl = cfg.ramp_up + cfg.connect_timeout + cfg.duration + cfg.grace + 3600
-        claims = {"sub": self.user(i), "exp": int(time.time() + ttl), "iat": int(time.time()),
-                  "channels": [cfg.channel] if cfg.fanout_like else [], "publish": []}
+        claims = {
+            "sub": self.user(i),
+            "exp": int(time.time() + ttl),
+            "iat": int(time.time()),
+            "channels": [cfg.channel] if cfg.fanout_like else [],
+            "publish": [],
+        }
         with warnings.catch_warnings():  # a short development secret is the user's choice
             warnings.simplefilter("ignore", jwt.InsecureKeyLengthWarning)
             return jwt.encode(claims, cfg.jwt_secret, algorithm="HS256")
@@ -88,8 +93,9 @@ class Plan:
             while True:
                 j = (k * workers + worker) % n
                 k += 1
-                yield Destination(self.personal(j), pub, "notification" if cfg.direct_via == "notify" else None,
-                                  self.user(j))
+                yield Destination(
+                    self.personal(j), pub, "notification" if cfg.direct_via == "notify" else None, self.user(j)
+                )
         else:  # chat over SSE: the local clients take turns sending to their peer
             local = self.local_clients(worker)
             k = 0

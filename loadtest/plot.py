@@ -33,8 +33,10 @@ def plot_timeline(report: dict[str, Any], path: str) -> None:
     ax_pub.set_ylabel("published/s")
     ax_rate.set_xlabel("seconds since publishing started")
     d = report["delivered"]
-    fig.suptitle(f"herald loadtest {report['scenario']}/{report['transport']}: "
-                 f"{report['connections']['requested']} connections, lost {d['lost']}, dup {d['duplicated']}")
+    fig.suptitle(
+        f"herald loadtest {report['scenario']}/{report['transport']}: "
+        f"{report['connections']['requested']} connections, lost {d['lost']}, dup {d['duplicated']}"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

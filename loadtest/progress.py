@@ -43,7 +43,9 @@ class LiveProgress:
         clock = f"{elapsed:5.1f}/{self.cfg.duration:g}s" if elapsed is not None and elapsed >= 0 else "  —  "
         p99 = totals.get("recent_p99_us")
         text = Text.assemble(
-            (f"{self.cfg.scenario}/{self.cfg.transport} ", "bold"), (f"{phase:<10} ", "cyan"), clock,
+            (f"{self.cfg.scenario}/{self.cfg.transport} ", "bold"),
+            (f"{phase:<10} ", "cyan"),
+            clock,
             f"  online {c.get('online', 0)}/{self.cfg.connections}",
             f"  published {published} ({self._rates[1]:.0f}/s)",
             f"  delivered {delivered} ({self._rates[0]:.0f}/s)",

@@ -31,8 +31,9 @@ async def sleep_until_ns(at_ns: int) -> None:
         await asyncio.sleep(delay)
 
 
-async def pace(rate: float, total: int, t0_ns: int, deadline_ns: int, batch: int,
-               send: Callable[[int], Awaitable[None]]) -> int:
+async def pace(
+    rate: float, total: int, t0_ns: int, deadline_ns: int, batch: int, send: Callable[[int], Awaitable[None]]
+) -> int:
     """Call `send(n)` so that message k goes out at t0 + k/rate, up to `batch` at once when late.
     Stops after `total` messages or at `deadline_ns`; returns how many were sent."""
     period = 1e9 / rate
@@ -72,7 +73,7 @@ class HttpPublisher:
 
         async def send(n: int) -> None:
             await self._slots.acquire()
-            task = asyncio.create_task(self._request(session, [next(self.dests) for _ in range(n)]))
+            task = asyncio.create_task(self._request(session, [next(self.dests) for _ in range(n)]))  # noqa: RUF006 - kept in _inflight
             self._inflight.add(task)
             task.add_done_callback(self._done)
 
@@ -108,8 +109,9 @@ class HttpPublisher:
         self.stats.published(len(dests))
         failed: list[int] = []
         try:
-            async with session.post(self.api + path, data=orjson.dumps(body), headers=_JSON,
-                                    timeout=_REQUEST_TIMEOUT) as resp:
+            async with session.post(
+                self.api + path, data=orjson.dumps(body), headers=_JSON, timeout=_REQUEST_TIMEOUT
+            ) as resp:
                 payload = await resp.read()
                 if resp.status != 200:
                     errors[f"http_{resp.status}"] += len(dests)
@@ -148,7 +150,8 @@ async def chat_pacer(cfg: LoadConfig, clients: Sequence[Client], t0_ns: int) -> 
 
     await pace(rate, total, t0_ns, t0_ns + int((cfg.duration + 5.0) * 1e9), 64, send)
     deadline = time.monotonic() + 5.0  # the last `sent` replies
-    while any(getattr(c, "awaiting_replies", 0) for c in clients) and time.monotonic() < deadline:
+    # replies land on many clients: poll their counts until the deadline
+    while any(getattr(c, "awaiting_replies", 0) for c in clients) and time.monotonic() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.01)
     for client in clients:
         client.abandon_pending()
@@ -168,11 +171,15 @@ async def storms(cfg: LoadConfig, clients: Sequence[Client], t0_ns: int, session
             continue
         gate = asyncio.Semaphore(cfg.publish_concurrency)
 
-        async def disconnect(client: Client) -> None:
+        async def disconnect(client: Client, gate: asyncio.Semaphore = gate) -> None:
             async with gate:
                 try:
-                    async with session.post(cfg.api_url + "/api/disconnect", headers=_JSON, timeout=_REQUEST_TIMEOUT,
-                                            data=orjson.dumps({"user": client.user, "code": 4008})) as resp:
+                    async with session.post(
+                        cfg.api_url + "/api/disconnect",
+                        headers=_JSON,
+                        timeout=_REQUEST_TIMEOUT,
+                        data=orjson.dumps({"user": client.user, "code": 4008}),
+                    ) as resp:
                         await resp.read()
                         if resp.status == 200:
                             client.counts["storm_drops"] += 1

@@ -20,17 +20,38 @@ from rich.table import Table
 from .runner import RunOutcome
 from .stats import PERCENTILES
 
-__all__ = ["build_report", "render_text", "EXIT_OK", "EXIT_LOSS", "EXIT_USAGE", "EXIT_DISORDER", "EXIT_FAILED",
-           "EXIT_INTERRUPTED", "REPORT_VERSION"]
+__all__ = [
+    "build_report",
+    "render_text",
+    "EXIT_OK",
+    "EXIT_LOSS",
+    "EXIT_USAGE",
+    "EXIT_DISORDER",
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "REPORT_VERSION",
+]
 
 EXIT_OK, EXIT_LOSS, EXIT_USAGE, EXIT_DISORDER, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 REPORT_VERSION = 1
 
-_SHOWN_METRICS = ("herald_connections{", "herald_connections_accepted_total", "herald_connections_closed_total",
-                  "herald_messages_in_total", "herald_messages_out_total", "herald_publications_total",
-                  "herald_api_publications_total", "herald_slow_consumers_total", "herald_limit_refusals_total",
-                  "herald_client_errors_total", "herald_drains_total", "herald_router_forwarded_total",
-                  "herald_router_errors_total", "process_cpu_seconds_total", "process_resident_memory_bytes")
+_SHOWN_METRICS = (
+    "herald_connections{",
+    "herald_connections_accepted_total",
+    "herald_connections_closed_total",
+    "herald_messages_in_total",
+    "herald_messages_out_total",
+    "herald_publications_total",
+    "herald_api_publications_total",
+    "herald_slow_consumers_total",
+    "herald_limit_refusals_total",
+    "herald_client_errors_total",
+    "herald_drains_total",
+    "herald_router_forwarded_total",
+    "herald_router_errors_total",
+    "process_cpu_seconds_total",
+    "process_resident_memory_bytes",
+)
 
 
 def _ms(us: float) -> float:
@@ -53,11 +74,17 @@ def _timeline(merged: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for sec in seconds:
         hist = merged["timeline"].get(sec)
-        row: dict[str, Any] = {"t": sec, "published": merged["published_timeline"].get(sec, 0),
-                               "delivered": merged["delivered_timeline"].get(sec, 0)}
+        row: dict[str, Any] = {
+            "t": sec,
+            "published": merged["published_timeline"].get(sec, 0),
+            "delivered": merged["delivered_timeline"].get(sec, 0),
+        }
         if hist is not None and hist.get_total_count():
-            row.update(p50_ms=_ms(hist.get_value_at_percentile(50)), p99_ms=_ms(hist.get_value_at_percentile(99)),
-                       max_ms=_ms(hist.get_max_value()))
+            row.update(
+                p50_ms=_ms(hist.get_value_at_percentile(50)),
+                p99_ms=_ms(hist.get_value_at_percentile(99)),
+                max_ms=_ms(hist.get_max_value()),
+            )
         rows.append(row)
     return rows
 
@@ -86,7 +113,7 @@ def build_report(out: RunOutcome) -> dict[str, Any]:
         "targets": list(cfg.targets),
         "api_url": cfg.api_url,
         "run_id": cfg.run_id,
-        "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "config": cfg.to_dict(),
         "duration_s": round(publish_s, 3),
         "total_s": round((out.end_ns - out.t0_ns) / 1e9, 3),
@@ -166,35 +193,50 @@ def _server_lines(metrics: dict[str, Any]) -> list[tuple[str, str]]:
 def render_text(report: dict[str, Any], console: Console) -> None:
     c, p, d, lat = report["connections"], report["published"], report["delivered"], report["latency_ms"]
     cfg = report["config"]
-    console.print(f"[bold]Herald loadtest[/bold] — {report['scenario']} over {report['transport']}, "
-                  f"{c['requested']} connections on {len(report['targets'])} target(s), "
-                  f"{report['duration_s']} s at {p['target_rate']:g} msg/s, {cfg['payload_size']} B payload, "
-                  f"{cfg['workers']} worker(s)")
+    console.print(
+        f"[bold]Herald loadtest[/bold] — {report['scenario']} over {report['transport']}, "
+        f"{c['requested']} connections on {len(report['targets'])} target(s), "
+        f"{report['duration_s']} s at {p['target_rate']:g} msg/s, {cfg['payload_size']} B payload, "
+        f"{cfg['workers']} worker(s)"
+    )
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column()
-    grid.add_row("connections", f"{c['subscribed_at_start']} subscribed at start, {c['never_connected']} never "
-                 f"connected, {c['reconnects']} reconnects ({c['resumed']} resumed, {c['unrecovered']} not "
-                 f"recovered), {c['gave_up']} gave up")
+    grid.add_row(
+        "connections",
+        f"{c['subscribed_at_start']} subscribed at start, {c['never_connected']} never "
+        f"connected, {c['reconnects']} reconnects ({c['resumed']} resumed, {c['unrecovered']} not "
+        f"recovered), {c['gave_up']} gave up",
+    )
     grid.add_row("connect errors", _kinds(c["connect_errors"]))
     grid.add_row("closes", _kinds(c["close_codes"]))
-    grid.add_row("published", f"{p['confirmed']} confirmed of {p['attempted']} ({p['per_s']:g}/s), "
-                 f"errors: {_kinds(p['errors'])}")
-    grid.add_row("delivered", f"{d['received']} of {d['expected']} expected, {d['total']} in all "
-                 f"({d['per_s']:g}/s)")
+    grid.add_row(
+        "published", f"{p['confirmed']} confirmed of {p['attempted']} ({p['per_s']:g}/s), errors: {_kinds(p['errors'])}"
+    )
+    grid.add_row("delivered", f"{d['received']} of {d['expected']} expected, {d['total']} in all ({d['per_s']:g}/s)")
     style = "red" if d["lost"] else "green"
-    grid.add_row("integrity", f"[{style}]lost {d['lost']}[/{style}], duplicated {d['duplicated']}, "
-                 f"out of order {d['out_of_order']}, extra {d['extra']}")
+    grid.add_row(
+        "integrity",
+        f"[{style}]lost {d['lost']}[/{style}], duplicated {d['duplicated']}, "
+        f"out of order {d['out_of_order']}, extra {d['extra']}",
+    )
     if lat.get("count"):
-        grid.add_row("latency ms", "  ".join(f"{k} {lat[k]:g}" for k in ("p50", "p90", "p99", "p99.9", "max"))
-                     + f"  (mean {lat['mean']:g}, n={lat['count']})")
+        grid.add_row(
+            "latency ms",
+            "  ".join(f"{k} {lat[k]:g}" for k in ("p50", "p90", "p99", "p99.9", "max"))
+            + f"  (mean {lat['mean']:g}, n={lat['count']})",
+        )
     if report["error_replies"]:
         grid.add_row("error replies", _kinds(report["error_replies"]))
     for ev in report["drains"]:
         grid.add_row("drain", f"{ev['target']} at {ev['at_s']} s via {ev['via']}: {ev['result']}")
     for url, text in _server_lines(report["server_metrics"]):
         grid.add_row("server", f"[dim]{url}[/dim]\n{text}")
-    verdict = {0: "[green]OK[/green]", 1: "[red]LOSS[/red]", 3: "[yellow]DUPLICATES / OUT OF ORDER[/yellow]",
-               4: "[red]NOTHING MEASURED[/red]"}.get(report["exit_code"], "?")
+    verdict = {
+        0: "[green]OK[/green]",
+        1: "[red]LOSS[/red]",
+        3: "[yellow]DUPLICATES / OUT OF ORDER[/yellow]",
+        4: "[red]NOTHING MEASURED[/red]",
+    }.get(report["exit_code"], "?")
     grid.add_row("verdict", f"{verdict} (exit {report['exit_code']})")
     console.print(grid)

@@ -174,8 +174,17 @@ async def run_load(cfg: LoadConfig, on_progress: ProgressFn | None = None) -> Ru
         await workers.close()
     after = await scrape_all(cfg.metrics_urls)
     tally = sum((Tally(**r["tally"]) for r in results), Tally())
-    return RunOutcome(cfg, merge_results(results), tally, t0, publish_end, end, [r["settled"] for r in results],
-                      drains, summarize(before, after))
+    return RunOutcome(
+        cfg,
+        merge_results(results),
+        tally,
+        t0,
+        publish_end,
+        end,
+        [r["settled"] for r in results],
+        drains,
+        summarize(before, after),
+    )
 
 
 async def rolling_drain(cfg: LoadConfig, t0_ns: int) -> list[dict[str, Any]]:

@@ -22,10 +22,27 @@ _TIMELINE_MAX_US = 60_000_000
 PERCENTILES = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p99.9", 99.9))
 
 #: counters summed across workers (the Counter-valued fields merge key by key)
-_COUNTERS = ("clients", "ready_at_start", "never_connected", "online", "delivered", "duplicated", "out_of_order",
-             "foreign", "reconnects", "reconnect_attempts", "resumed", "unrecovered",
-             "resumed_without_position", "gave_up", "published", "confirmed", "unconfirmed", "chat_skipped",
-             "storm_drops")
+_COUNTERS = (
+    "clients",
+    "ready_at_start",
+    "never_connected",
+    "online",
+    "delivered",
+    "duplicated",
+    "out_of_order",
+    "foreign",
+    "reconnects",
+    "reconnect_attempts",
+    "resumed",
+    "unrecovered",
+    "resumed_without_position",
+    "gave_up",
+    "published",
+    "confirmed",
+    "unconfirmed",
+    "chat_skipped",
+    "storm_drops",
+)
 _KINDS = ("connect_errors", "close_codes", "publish_errors", "error_replies")
 
 
@@ -93,8 +110,11 @@ class WorkerStats:
                 if values:
                     recent = _percentile(values, 99.0)
                     break
-        return {"counts": dict(self.counts), "recent_p99_us": recent,
-                "errors": sum(sum(c.values()) for k, c in self.kinds.items() if k != "close_codes")}
+        return {
+            "counts": dict(self.counts),
+            "recent_p99_us": recent,
+            "errors": sum(sum(c.values()) for k, c in self.kinds.items() if k != "close_codes"),
+        }
 
     @property
     def latency(self) -> HdrHistogram:
@@ -157,5 +177,12 @@ def merge_results(results: list[dict[str, Any]]) -> dict[str, Any]:
         last = max(last, res["last_delivery_ns"])
     for name in _COUNTERS:
         counts.setdefault(name, 0)
-    return {"counts": counts, "kinds": kinds, "latency": latency, "timeline": timeline,
-            "delivered_timeline": delivered, "published_timeline": published, "last_delivery_ns": last}
+    return {
+        "counts": counts,
+        "kinds": kinds,
+        "latency": latency,
+        "timeline": timeline,
+        "delivered_timeline": delivered,
+        "published_timeline": published,
+        "last_delivery_ns": last,
+    }

@@ -55,7 +55,7 @@ async def run_worker(cfg: LoadConfig, worker: int, link: Link) -> None:
         await _run(cfg, worker, link)
     except _Stopped:
         pass
-    except Exception:  # noqa: BLE001 - reported to the runner, which fails the run
+    except Exception:
         link.send("failed", traceback.format_exc())
 
 
@@ -66,8 +66,9 @@ def _raise_fd_limit(needed: int) -> None:
 
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         if soft != resource.RLIM_INFINITY and soft < needed:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard == resource.RLIM_INFINITY else min(hard, max(
-                needed, soft)), hard))
+            resource.setrlimit(
+                resource.RLIMIT_NOFILE, (hard if hard == resource.RLIM_INFINITY else min(hard, max(needed, soft)), hard)
+            )
     except (ImportError, ValueError, OSError):  # pragma: no cover - not Unix, or not allowed
         pass
 
@@ -80,11 +81,16 @@ async def _run(cfg: LoadConfig, worker: int, link: Link) -> None:
     gate = asyncio.Semaphore(cfg.connect_concurrency)
     cls = WsClient if cfg.transport == "ws" else SseClient
     api_headers = {"Authorization": f"apikey {cfg.api_key}"}
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session, \
-            aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=cfg.publish_concurrency),
-                                  headers=api_headers) as api:
-        clients: list[Client] = [cls(i, plan, stats, session, publog, gate, random.Random(f"{cfg.seed}-{i}"))
-                                 for i in plan.local_clients(worker)]
+    async with (
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session,
+        aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=cfg.publish_concurrency), headers=api_headers
+        ) as api,
+    ):
+        clients: list[Client] = [
+            cls(i, plan, stats, session, publog, gate, random.Random(f"{cfg.seed}-{i}"))
+            for i in plan.local_clients(worker)
+        ]
         stats.counts["clients"] = len(clients)
         runs: list[asyncio.Task[None]] = []
         reporter = asyncio.create_task(_report_progress(link, stats))
@@ -97,8 +103,11 @@ async def _run(cfg: LoadConfig, worker: int, link: Link) -> None:
             t0 = await _expect(link, "start")
             stats.t0_ns = t0
             await sleep_until_ns(t0)
-            jobs = [HttpPublisher(cfg, plan, worker, stats, publog).run(api, t0) if plan.http_publishing
-                    else chat_pacer(cfg, clients, t0)]
+            jobs = [
+                HttpPublisher(cfg, plan, worker, stats, publog).run(api, t0)
+                if plan.http_publishing
+                else chat_pacer(cfg, clients, t0)
+            ]
             if cfg.scenario == "reconnect-storm":
                 jobs.append(storms(cfg, clients, t0, api))
             await asyncio.gather(*jobs)

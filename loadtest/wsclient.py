@@ -54,9 +54,15 @@ class WsClient(Client):
             async with self.gate:
                 async with asyncio.timeout(self.cfg.connect_timeout):
                     ws = await self.session.ws_connect(
-                        self._url(), protocols=(f"herald.{self.cfg.codec}",), headers=headers, autoping=True,
-                        heartbeat=None, max_msg_size=0, compress=0,
-                        timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=_CLOSE_WAIT))
+                        self._url(),
+                        protocols=(f"herald.{self.cfg.codec}",),
+                        headers=headers,
+                        autoping=True,
+                        heartbeat=None,
+                        max_msg_size=0,
+                        compress=0,
+                        timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=_CLOSE_WAIT),
+                    )
         except aiohttp.WSServerHandshakeError as exc:
             return self._failed(f"http_{exc.status}", exc.status)
         except aiohttp.ClientConnectorError:
@@ -131,8 +137,9 @@ class WsClient(Client):
                 return self._ended(str(code), code, after_ms)
             else:  # CLOSING, CLOSED, ERROR: the connection went away without a close frame
                 code = ws.close_code
-                return self._ended("abnormal" if code in (None, 1006) else str(code), code if code != 1006 else None,
-                                   after_ms)
+                return self._ended(
+                    "abnormal" if code in (None, 1006) else str(code), code if code != 1006 else None, after_ms
+                )
 
     def _subscribed(self, env: dict[str, Any], pending: set[int]) -> bool:
         """A `subscribed` reply; True when it was the last one awaited."""
@@ -160,7 +167,7 @@ class WsClient(Client):
             self.counts["unconfirmed"] += 1
             self.stats.kinds["publish_errors"][f"chat_{code}"] += 1
         elif self._subs.pop(ident, None) is not None:  # type: ignore[arg-type]
-            pending.discard(ident)  # type: ignore[arg-type]
+            pending.discard(ident)
             if not pending:
                 self._ready()
 
@@ -175,8 +182,9 @@ class WsClient(Client):
         self.stats.published()
         text = make_text(self.user, seq, time.monotonic_ns(), self._pad)
         try:
-            await self._send({"type": "chat", "recipientId": self.plan.user(self.plan.peer(self.i)), "text": text,
-                              "id": ident})
+            await self._send(
+                {"type": "chat", "recipientId": self.plan.user(self.plan.peer(self.i)), "text": text, "id": ident}
+            )
         except (ConnectionError, aiohttp.ClientError):
             pass  # stays pending: abandoned (unconfirmed) when the session ends
         return True

@@ -71,7 +71,8 @@ class Subscriber:
     __slots__ = ()
     user: str
 
-    def deliver(self, pub: Publication, enc: Encoded) -> bool: ...
+    def deliver(self, pub: Publication, enc: Encoded) -> bool:
+        raise NotImplementedError
 
     def signal(self, enc: Encoded) -> None: ...
 

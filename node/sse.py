@@ -18,7 +18,7 @@ from aiohttp import web
 from herald.core.auth import Principal
 from herald.core.engine.base import PresenceEntry
 from herald.core.protocol.closecodes import ADVISORY_SLOW, Advisory, CloseCode
-from herald.core.protocol.envelope import Publication, personal_channel, validate_channel
+from herald.core.protocol.envelope import Position, Publication, personal_channel, validate_channel
 from herald.core.protocol.errors import Forbidden, HeraldError, ProtocolError, Unauthorized
 from herald.core.protocol.sse import SseStream, channel_tag, comment, decode_cursor, event_tail
 
@@ -118,7 +118,7 @@ class SseConnection(Subscriber):
 def _requested_channels(request: web.Request, principal: Principal, max_channels: int) -> list[str]:
     names = request.query.getall("channel", [])
     personal = personal_channel(principal.user)
-    channels = [personal]
+    channels: list[str] = [personal]
     for name in names:
         channel = validate_channel(name)
         if channel in channels:
@@ -206,7 +206,7 @@ async def handle_events(request: web.Request) -> web.StreamResponse:
 
 
 async def _recover(rt: NodeRuntime, conn: SseConnection, channels: list[str],
-                   since: dict) -> tuple[list[bytes], list[str]]:
+                   since: dict[str, Position | None]) -> tuple[list[bytes], list[str]]:
     """Read every channel's history: the events that fill the gaps, and the channels whose gap
     cannot be filled (they get a `recovery` event)."""
     events: list[bytes] = []

@@ -2,7 +2,8 @@
 adapter between the client's frames and the sans-I/O Session.
 
 Frames in → `FrameReader` → messages queued → one short-lived task runs them in order against
-the engine (`session.receive()`, then the command) → `session.frames_to_send()` written out.
+the engine (`session.receive()`, then the command: `node/commands.py`) → `session.frames_to_send()`
+written out.
 Published messages bypass the session's encoder: the hub hands every subscriber the same
 pre-encoded frame, written straight to the transport. An idle connection holds no task, no
 parser buffer and no HTTP request: only this object, its Session and the transport.
@@ -21,24 +22,13 @@ import structlog
 
 from herald.core.engine.base import PresenceEntry
 from herald.core.protocol.closecodes import ADVISORY_SLOW, Advisory, CloseCode
-from herald.core.protocol.envelope import (
-    Auth,
-    Chat,
-    Command,
-    History,
-    Presence,
-    Publication,
-    Publish,
-    Subscribe,
-    Unsubscribe,
-    Who,
-    personal_channel,
-)
-from herald.core.protocol.errors import HeraldError, PayloadTooBig
+from herald.core.protocol.envelope import Auth, Publication
+from herald.core.protocol.errors import HeraldError
 from herald.core.protocol.frames import OP_CLOSE, OP_PING, OP_PONG, PING_FRAME, ws_frame
 from herald.core.protocol.session import Session, Tick
 from herald.core.protocol.wsreader import FrameError, FrameReader, close_payload
 
+from .commands import run_command
 from .hub import Encoded, Subscriber
 from .runtime import NodeRuntime, Refusal
 
@@ -47,8 +37,6 @@ __all__ = ["WsConnection"]
 log = structlog.get_logger("herald.node.ws")
 
 _CLOSE_TIMEOUT = 5.0  # seconds a client gets to answer our close frame
-_MAX_WHO = 1000
-_MAX_HISTORY = 1000
 _INBOX_HIGH = 64  # queued client messages: stop reading the socket above this...
 _INBOX_LOW = 16  # ...and resume below this
 _INBOX_BYTES = 262_144  # ...or above this many queued bytes
@@ -245,7 +233,7 @@ class WsConnection(Subscriber, asyncio.Protocol):
                         if isinstance(cmd, Auth):
                             await self._first_message_auth()
                         elif cmd is not None:
-                            await self.run(cmd)
+                            await run_command(self, cmd)
                 except HeraldError as exc:  # the engine is unreachable: the client retries
                     s.close(CloseCode.INTERNAL_ERROR, exc.slug)
                 except Exception:  # a bug must cost this connection, not leave it hanging
@@ -338,61 +326,6 @@ class WsConnection(Subscriber, asyncio.Protocol):
         s = self.session
         info = s.principal.info if s.principal is not None else None
         return PresenceEntry(s.client_id, s.user, s.node_id, s.status, info)
-
-    async def run(self, cmd: Command) -> None:
-        s, rt = self.session, self.rt
-        engine = rt.engine
-        try:
-            if isinstance(cmd, Subscribe):
-                await self._subscribe(cmd)
-            elif isinstance(cmd, Unsubscribe):
-                if s.unsubscribe(cmd):
-                    await rt.hub.remove(cmd.channel, self)
-                    await rt.presence_leave(cmd.channel, self.presence_entry())
-            elif isinstance(cmd, Publish):
-                res = await engine.publish(cmd.channel, cmd.data, event=cmd.event, sender=s.user)
-                rt.metrics.published.labels("client").inc()
-                s.reply(cmd, {"type": "published", "channel": cmd.channel, "offset": res.offset})
-            elif isinstance(cmd, Chat):
-                res = await engine.publish(personal_channel(cmd.recipient), {"text": cmd.text}, event="chat",
-                                           sender=s.user)
-                rt.metrics.published.labels("chat").inc()
-                s.reply(cmd, {"type": "sent", "offset": res.offset})
-            elif isinstance(cmd, Presence):
-                await rt.presence_status(list(s.subs), self.presence_entry(), s.personal)
-                if cmd.id is not None:  # extension: a command with an id gets an answer
-                    s.reply(cmd, {"type": "presence", "status": s.status})
-            elif isinstance(cmd, Who):
-                entries = await engine.presence(cmd.channel)
-                if len(entries) > _MAX_WHO:
-                    s.send_error(cmd.id, PayloadTooBig(f"more than {_MAX_WHO} clients: use /api/presence/<channel>/stats"))
-                else:
-                    s.reply(cmd, {"type": "who", "channel": cmd.channel, "clients": [e.to_wire() for e in entries]})
-            elif isinstance(cmd, History):
-                limit = _MAX_HISTORY if cmd.limit is None else min(cmd.limit, _MAX_HISTORY)
-                res = await engine.history(cmd.channel, since=cmd.since, limit=limit)
-                s.reply(cmd, {"type": "history", "channel": cmd.channel, "epoch": res.epoch, "offset": res.offset,
-                              "recovered": res.recovered, "messages": [m.envelope() for m in res.messages]})
-        except HeraldError as exc:
-            s.send_error(cmd.id, exc)
-        self.flush()
-
-    async def _subscribe(self, cmd: Subscribe) -> None:
-        s, rt = self.session, self.rt
-        is_new = s.begin_subscribe(cmd)
-        try:
-            if is_new:
-                await rt.hub.add(cmd.channel, self)
-            result = await rt.engine.history(cmd.channel, since=cmd.since)
-        except HeraldError as exc:
-            if is_new:
-                await rt.hub.remove(cmd.channel, self)
-            s.cancel_subscribe(cmd, exc, is_new)
-            return
-        s.complete_subscribe(cmd, result)
-        self.flush()  # `subscribed` and the missed messages go out before any join frame
-        if is_new:
-            await rt.presence_join(cmd.channel, self.presence_entry())
 
     async def open(self) -> None:
         """The principal is known and admitted: register the personal channel."""

@@ -28,9 +28,13 @@ def build_router_app(config: NodeConfig, engine: RedisEngine) -> web.Application
     api_published = router.metrics.published.labels("api")
     app = web.Application(middlewares=[error_middleware], client_max_size=config.max_message_size)
     app[ROUTER] = router
-    app[API] = ApiContext(engine, config.api_key or "", config.max_message_size,
-                          on_published=lambda n: api_published.inc(n),
-                          describe=lambda: {"router": router.id, "owned_partitions": len(router.owned())})
+    app[API] = ApiContext(
+        engine,
+        config.api_key or "",
+        config.max_message_size,
+        on_published=lambda n: api_published.inc(n),
+        describe=lambda: {"router": router.id, "owned_partitions": len(router.owned())},
+    )
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await engine.start()
@@ -41,8 +45,11 @@ def build_router_app(config: NodeConfig, engine: RedisEngine) -> web.Application
 
     async def readiness() -> tuple[bool, dict[str, Any]]:
         healthy = await engine.healthy()
-        return healthy, {"status": "ready" if healthy else "engine unavailable", "router": router.id,
-                         "partitions": router.owned()}
+        return healthy, {
+            "status": "ready" if healthy else "engine unavailable",
+            "router": router.id,
+            "partitions": router.owned(),
+        }
 
     app.cleanup_ctx.append(lifecycle)
     add_api_routes(app)

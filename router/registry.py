@@ -7,6 +7,8 @@ publications, so forwarding decisions follow the log order.
 
 from __future__ import annotations
 
+import builtins
+
 __all__ = ["Registry"]
 
 
@@ -37,7 +39,7 @@ class Registry:
             if not nodes:
                 del self._nodes[channel]
 
-    def nodes(self, channel: str) -> set[str]:
+    def nodes(self, channel: str) -> builtins.set[str]:
         return self._nodes.get(channel, set())
 
     def __len__(self) -> int:

@@ -45,11 +45,13 @@ class RouterMetrics:
         self.forwarded = Counter("herald_router_forwarded", "Items appended to node inboxes", registry=r)
         self.batches = Counter("herald_router_inbox_batches", "Inbox batches appended", registry=r)
         self.errors = Counter("herald_router_errors", "Read/forward failures (Redis unreachable)", registry=r)
-        self.lag = Gauge("herald_router_lag_entries", "Unread entries of an owned partition log", ["partition"],
-                         registry=r)
+        self.lag = Gauge(
+            "herald_router_lag_entries", "Unread entries of an owned partition log", ["partition"], registry=r
+        )
         self.acquired = Counter("herald_router_partition_acquisitions", "Partitions acquired", registry=r)
-        self.published = Counter("herald_publications", "Publications accepted through this router's API",
-                                 ["source"], registry=r)
+        self.published = Counter(
+            "herald_publications", "Publications accepted through this router's API", ["source"], registry=r
+        )
 
 
 @dataclass
@@ -62,9 +64,18 @@ class _Shard:
 
 
 class Router:
-    def __init__(self, logs: PartitionLog, coordination: Coordination, router_id: str | None = None, *,
-                 lease_seconds: float = 5.0, batch: int = 1000, block_ms: int = 100, linger: float = 0.020,
-                 metrics: RouterMetrics | None = None) -> None:
+    def __init__(
+        self,
+        logs: PartitionLog,
+        coordination: Coordination,
+        router_id: str | None = None,
+        *,
+        lease_seconds: float = 5.0,
+        batch: int = 1000,
+        block_ms: int = 100,
+        linger: float = 0.020,
+        metrics: RouterMetrics | None = None,
+    ) -> None:
         self.logs = logs
         self.coordination = coordination
         self.id = router_id or f"router-{secrets.token_hex(4)}"
@@ -113,12 +124,20 @@ class Router:
         """What the control plane sees of this router (GET /admin/cluster, the dashboard)."""
         sample = self.metrics.registry.get_sample_value
         return {
-            "role": "router", "id": self.id, "state": "ready" if self._running else "stopping",
-            "version": __version__, "started": self.started, "pid": os.getpid(), "host": socket.gethostname(),
-            "partitions": self.owned(), "lag": sum(self.lag.values()),
+            "role": "router",
+            "id": self.id,
+            "state": "ready" if self._running else "stopping",
+            "version": __version__,
+            "started": self.started,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "partitions": self.owned(),
+            "lag": sum(self.lag.values()),
             "lag_by_partition": {str(p): n for p, n in self.lag.items() if n},
-            "counters": {"forwarded": sample("herald_router_forwarded_total") or 0,
-                         "published": sample("herald_publications_total", {"source": "api"}) or 0},
+            "counters": {
+                "forwarded": sample("herald_router_forwarded_total") or 0,
+                "published": sample("herald_publications_total", {"source": "api"}) or 0,
+            },
         }
 
     async def _heartbeat(self) -> None:
@@ -156,8 +175,11 @@ class Router:
     # --- ownership ----------------------------------------------------------------------------
     async def _sync(self, shard: _Shard) -> None:
         plog = self.logs
-        mine = {p for p in desired_partitions(self.id, await self._live_routers(), plog.partitions)
-                if plog.shard_of(p) == shard.index}
+        mine = {
+            p
+            for p in desired_partitions(self.id, await self._live_routers(), plog.partitions)
+            if plog.shard_of(p) == shard.index
+        }
         for p in list(shard.owned):
             if p not in mine:
                 await self._release(shard, p)
@@ -214,8 +236,12 @@ class Router:
                 shard.recover.update(shard.owned)
             except EngineUnavailable as exc:
                 self.metrics.errors.inc()
-                log.warning("router.redis.unreachable", router=self.id, shard=shard.index,
-                            error=type(exc.__cause__ or exc).__name__)
+                log.warning(
+                    "router.redis.unreachable",
+                    router=self.id,
+                    shard=shard.index,
+                    error=type(exc.__cause__ or exc).__name__,
+                )
                 shard.recover.update(shard.owned)  # read-but-unacked entries are re-processed first
                 shard.next_sync = 0.0
                 await asyncio.sleep(delay)

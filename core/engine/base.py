@@ -38,8 +38,20 @@ from ..protocol.envelope import ChannelName, Delivery, Epoch, Offset, Order, Pos
 from ..protocol.errors import EngineUnavailable
 
 __all__ = [
-    "Lifecycle", "Broker", "Presence", "Coordination", "PartitionLog", "Engine", "LogEntry", "LogLost",
-    "PublishRequest", "PublishResult", "HistoryResult", "PresenceEntry", "DeliverFn", "leave_frame",
+    "Lifecycle",
+    "Broker",
+    "Presence",
+    "Coordination",
+    "PartitionLog",
+    "Engine",
+    "LogEntry",
+    "LogLost",
+    "PublishRequest",
+    "PublishResult",
+    "HistoryResult",
+    "PresenceEntry",
+    "DeliverFn",
+    "leave_frame",
 ]
 
 DeliverFn = Callable[[Sequence[Delivery]], None]
@@ -250,8 +262,9 @@ class PartitionLog(Protocol):
     async def subscriptions(self, p: int) -> dict[bytes, bytes]:
         """The registry snapshot of `p`: one field "<channel>\\n<node>" per registration."""
 
-    async def read(self, shard: int, partitions: Sequence[int], consumer: str, count: int,
-                   block_ms: int) -> list[tuple[int, list[LogEntry]]]:
+    async def read(
+        self, shard: int, partitions: Sequence[int], consumer: str, count: int, block_ms: int
+    ) -> list[tuple[int, list[LogEntry]]]:
         """New entries of `partitions` (all on `shard`) for `consumer`, waiting up to `block_ms`;
         (partition, entries) pairs. Raises LogLost when the shard lost its logs."""
 
@@ -259,8 +272,9 @@ class PartitionLog(Protocol):
         """Take over up to `count` unacknowledged entries of `p` from `start`: (next cursor,
         entries); the cursor is "0-0" when there are no more."""
 
-    async def forward(self, shard: int, inboxes: dict[str, list[list[Any]]], acks: dict[int, list[bytes]],
-                      trims: dict[int, bytes]) -> None:
+    async def forward(
+        self, shard: int, inboxes: dict[str, list[list[Any]]], acks: dict[int, list[bytes]], trims: dict[int, bytes]
+    ) -> None:
         """Append each node's batch to its inbox, then acknowledge `acks` (entry ids per
         partition of `shard`) and trim the logs of `trims` to the given id. Never an ack before
         its append."""

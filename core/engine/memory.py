@@ -157,8 +157,10 @@ class MemoryEngine(Engine):
         return result
 
     async def publish_batch(self, requests: Sequence[PublishRequest]) -> list[PublishResult | Exception]:
-        return [await self.publish(r.channel, r.data, event=r.event, sender=r.sender,
-                                   idempotency_key=r.idempotency_key) for r in requests]
+        return [
+            await self.publish(r.channel, r.data, event=r.event, sender=r.sender, idempotency_key=r.idempotency_key)
+            for r in requests
+        ]
 
     def _deliver_to_subscribers(self, channel: str, item: Publication | Signal) -> None:
         for node in self._subscribers.get(channel, ()):
@@ -285,7 +287,9 @@ class MemoryEngine(Engine):
 
     async def alive(self, role: str, within: float) -> list[str]:
         since, prefix = self._clock() - within, f"{role}:"
-        return sorted(m[len(prefix):] for m, (seen, _) in self._members.items() if m.startswith(prefix) and seen >= since)
+        return sorted(
+            m[len(prefix) :] for m, (seen, _) in self._members.items() if m.startswith(prefix) and seen >= since
+        )
 
     async def hold_lease(self, name: str, holder: str, ttl: float) -> bool:
         now = self._clock()

@@ -52,7 +52,8 @@ class MsgpackCodec(Codec):
     opcode = 2
 
     def encode(self, obj: Any) -> bytes:
-        return msgpack.packb(obj, use_bin_type=True)
+        packed: bytes = msgpack.packb(obj, use_bin_type=True)
+        return packed
 
     def decode(self, payload: bytes | str) -> Any:
         if isinstance(payload, str):

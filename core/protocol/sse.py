@@ -17,7 +17,7 @@ from typing import Any
 from .codec import JSON
 from .envelope import Position, Publication
 from .errors import ProtocolError
-from .session import Subscription
+from .subscription import Subscription
 
 __all__ = ["channel_tag", "encode_cursor", "decode_cursor", "event_tail", "SseStream", "MAX_CURSOR"]
 

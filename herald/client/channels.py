@@ -98,8 +98,7 @@ class Channels:
     # --- the connection's side ----------------------------------------------------------------
     def to_subscribe(self) -> list[str]:
         """Channels held but neither live nor being subscribed on this connection."""
-        return [st.channel for st in self.positions
-                if (st.wanted or st.auto) and not st.live and not st.inflight]
+        return [st.channel for st in self.positions if (st.wanted or st.auto) and not st.live and not st.inflight]
 
     def prepare_subscribe(self, channel: str) -> dict[str, Any] | None:
         """The subscribe command to send now (with `since`), or None: not held, live or in flight."""

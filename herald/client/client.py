@@ -43,11 +43,18 @@ class HeraldClient:
     use instead of a private one.
     """
 
-    def __init__(self, url: str | Sequence[str], *, token: str | TokenCallback | None = None,
-                 transport: Literal["auto", "ws", "sse"] | None = None,
-                 codec: Literal["json", "msgpack"] | None = None, config: ClientConfig | None = None,
-                 clock: Clock | None = None, rng: RandomSource | None = None,
-                 session: aiohttp.ClientSession | None = None) -> None:
+    def __init__(
+        self,
+        url: str | Sequence[str],
+        *,
+        token: str | TokenCallback | None = None,
+        transport: Literal["auto", "ws", "sse"] | None = None,
+        codec: Literal["json", "msgpack"] | None = None,
+        config: ClientConfig | None = None,
+        clock: Clock | None = None,
+        rng: RandomSource | None = None,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
         cfg = config or ClientConfig()
         if transport is not None:
             cfg = dataclasses.replace(cfg, transport=transport)
@@ -58,8 +65,15 @@ class HeraldClient:
             raise BadRequest("at least one URL is needed", 400)
         self.config = cfg
         self._router = Router()
-        self._conn = Connection([Endpoint.parse(u) for u in urls], TokenSource(token), cfg,
-                                clock or SYSTEM_CLOCK, rng or SYSTEM_RANDOM, self._router, session)
+        self._conn = Connection(
+            [Endpoint.parse(u) for u in urls],
+            TokenSource(token),
+            cfg,
+            clock or SYSTEM_CLOCK,
+            rng or SYSTEM_RANDOM,
+            self._router,
+            session,
+        )
 
     # --- lifecycle ------------------------------------------------------------------------------
     async def connect(self, *, wait: bool = True) -> None:
@@ -83,8 +97,9 @@ class HeraldClient:
         await self.connect()
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         await self.close()
 
     # --- state ----------------------------------------------------------------------------------

@@ -64,7 +64,7 @@ class Endpoint:
 
     @property
     def ws(self) -> str:
-        return "ws" + self.base[len("http"):] + "/ws"
+        return "ws" + self.base[len("http") :] + "/ws"
 
     @property
     def events(self) -> str:

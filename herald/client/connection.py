@@ -86,8 +86,16 @@ class _Final(Exception):
 
 
 class Connection:
-    def __init__(self, endpoints: Sequence[Endpoint], tokens: TokenSource, config: ClientConfig, clock: Clock,
-                 rng: RandomSource, router: Router, http: aiohttp.ClientSession | None) -> None:
+    def __init__(
+        self,
+        endpoints: Sequence[Endpoint],
+        tokens: TokenSource,
+        config: ClientConfig,
+        clock: Clock,
+        rng: RandomSource,
+        router: Router,
+        http: aiohttp.ClientSession | None,
+    ) -> None:
         self.config = config
         self.tokens = tokens
         self.router = router
@@ -200,7 +208,7 @@ class Connection:
             self._need_token = False
         except Unauthorized as exc:
             raise _Final(exc) from None
-        except Exception as exc:  # noqa: BLE001 - the application's callback failed: report, retry later
+        except Exception as exc:
             self.notify(HeraldClientError(f"the token callback failed: {exc!r}"))
             return _Outcome(Closed(ABNORMAL, "token callback failed"), opened=False)
         assert self._http is not None
@@ -210,8 +218,9 @@ class Connection:
             if isinstance(user, str):
                 self.user = user
                 self.positions.track(f"user:{user}", auto=True)
-            transport = SseTransport(self._http, endpoint, token, self._sse_channels(), self.positions.cursor(),
-                                     self.config)
+            transport = SseTransport(
+                self._http, endpoint, token, self._sse_channels(), self.positions.cursor(), self.config
+            )
         else:
             transport = WsTransport(self._http, endpoint, token, self.config)
         try:
@@ -325,8 +334,7 @@ class Connection:
         self._resuming.add(channel)
         return self.requests.add(msg)
 
-    async def _send_subscribe(self, transport: Transport, channel: str,
-                              pending: Pending | None = None) -> None:
+    async def _send_subscribe(self, transport: Transport, channel: str, pending: Pending | None = None) -> None:
         pending = pending or self._prepare_subscribe(channel)
         if pending is None:
             return
@@ -347,8 +355,7 @@ class Connection:
             if pending.kind == "unsubscribe":
                 pending.resolve({"type": "unsubscribed", "channel": pending.msg.get("channel")})
             elif pending.kind != "subscribe":
-                pending.fail(ConnectionLost(f"the connection closed ({code}) before the reply to {pending.kind}",
-                                            code))
+                pending.fail(ConnectionLost(f"the connection closed ({code}) before the reply to {pending.kind}", code))
 
     # --- incoming -------------------------------------------------------------------------------
     async def _dispatch(self, inbound: Inbound) -> None:
@@ -424,7 +431,7 @@ class Connection:
             await self._clock.sleep(delay)
             try:
                 token = await self.tokens.renew()
-            except Exception as exc:  # noqa: BLE001 - the application's callback; 4001 follows at expiry
+            except Exception as exc:
                 self.notify(HeraldClientError(f"token refresh failed: {exc!r}"))
                 return
             self.stats.token_renewals += 1
@@ -524,8 +531,7 @@ class Connection:
 
     def _abandon(self, channel: str, fut: asyncio.Future[Subscribed | None]) -> None:
         """subscribe() gave up: forget the channel, and undo a subscribe the server may still answer."""
-        if self.channels.abandon(channel, fut) and (transport := self.transport) is not None \
-                and transport.kind == "ws":
+        if self.channels.abandon(channel, fut) and (transport := self.transport) is not None and transport.kind == "ws":
             self._spawn(self._send_quietly(transport, {"type": "unsubscribe", "channel": channel}))
 
     async def unsubscribe(self, channel: str) -> None:

@@ -79,8 +79,13 @@ class Unavailable(ServerError):
     code = 503
 
 
-_BY_CODE: dict[int, type[ServerError]] = {400: BadRequest, 403: Forbidden, 413: PayloadTooBig, 429: RateLimited,
-                                          503: Unavailable}
+_BY_CODE: dict[int, type[ServerError]] = {
+    400: BadRequest,
+    403: Forbidden,
+    413: PayloadTooBig,
+    429: RateLimited,
+    503: Unavailable,
+}
 
 
 def error_for(code: int, message: str) -> ServerError:

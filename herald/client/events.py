@@ -70,8 +70,9 @@ class Message:
         channel, offset, epoch = f["channel"], f["offset"], f["epoch"]
         if not (isinstance(channel, str) and isinstance(offset, str) and isinstance(epoch, str)):
             raise TypeError("message channel, offset and epoch must be strings")
-        return cls(channel, offset, epoch, f.get("data"), f.get("event") or "message", f.get("from"),
-                   int(f.get("ts") or 0))
+        return cls(
+            channel, offset, epoch, f.get("data"), f.get("event") or "message", f.get("from"), int(f.get("ts") or 0)
+        )
 
     @property
     def position(self) -> Position:
@@ -231,8 +232,13 @@ class HistoryPage:
 
     @classmethod
     def from_wire(cls, f: dict[str, Any]) -> HistoryPage:
-        return cls(f["channel"], f["epoch"], f["offset"], bool(f.get("recovered", True)),
-                   tuple(Message.from_wire(m) for m in f.get("messages") or ()))
+        return cls(
+            f["channel"],
+            f["epoch"],
+            f["offset"],
+            bool(f.get("recovered", True)),
+            tuple(Message.from_wire(m) for m in f.get("messages") or ()),
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,7 +46,7 @@ class EventStreamParser:
             end = self._buf.find(b"\n")
             if end < 0:
                 break
-            raw, self._buf = self._buf[:end], self._buf[end + 1:]
+            raw, self._buf = self._buf[:end], self._buf[end + 1 :]
             if raw.endswith(b"\r"):
                 raw = raw[:-1]
             item = self._line(raw.decode("utf-8", errors="replace"))

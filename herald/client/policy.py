@@ -34,20 +34,22 @@ class Reaction:
     rotate: bool  # try the next URL of the list (the node is going away, full or unreachable)
 
 
-CLOSE_POLICY: Mapping[int, Reaction] = MappingProxyType({
-    CloseCode.NORMAL: Reaction(Action.STOP, False),
-    CloseCode.GOING_AWAY: Reaction(Action.BACKOFF, True),
-    ABNORMAL: Reaction(Action.BACKOFF, True),
-    CloseCode.MESSAGE_TOO_BIG: Reaction(Action.BUG, False),
-    CloseCode.INTERNAL_ERROR: Reaction(Action.BACKOFF, True),
-    CloseCode.SERVICE_RESTART: Reaction(Action.ADVISED, True),
-    CloseCode.TRY_AGAIN_LATER: Reaction(Action.SLOW_DOWN, True),
-    CloseCode.IDLE_TIMEOUT: Reaction(Action.BACKOFF, False),
-    CloseCode.UNAUTHORIZED: Reaction(Action.REAUTH, False),
-    CloseCode.FORBIDDEN: Reaction(Action.STOP, False),
-    CloseCode.SLOW_CONSUMER: Reaction(Action.BACKOFF, False),
-    CloseCode.TOO_MANY_CONNECTIONS: Reaction(Action.SLOW_DOWN, False),
-})
+CLOSE_POLICY: Mapping[int, Reaction] = MappingProxyType(
+    {
+        CloseCode.NORMAL: Reaction(Action.STOP, False),
+        CloseCode.GOING_AWAY: Reaction(Action.BACKOFF, True),
+        ABNORMAL: Reaction(Action.BACKOFF, True),
+        CloseCode.MESSAGE_TOO_BIG: Reaction(Action.BUG, False),
+        CloseCode.INTERNAL_ERROR: Reaction(Action.BACKOFF, True),
+        CloseCode.SERVICE_RESTART: Reaction(Action.ADVISED, True),
+        CloseCode.TRY_AGAIN_LATER: Reaction(Action.SLOW_DOWN, True),
+        CloseCode.IDLE_TIMEOUT: Reaction(Action.BACKOFF, False),
+        CloseCode.UNAUTHORIZED: Reaction(Action.REAUTH, False),
+        CloseCode.FORBIDDEN: Reaction(Action.STOP, False),
+        CloseCode.SLOW_CONSUMER: Reaction(Action.BACKOFF, False),
+        CloseCode.TOO_MANY_CONNECTIONS: Reaction(Action.SLOW_DOWN, False),
+    }
+)
 
 _UNKNOWN = Reaction(Action.BACKOFF, True)
 

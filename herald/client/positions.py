@@ -72,8 +72,9 @@ class Positions:
     def get(self, channel: str) -> ChannelState | None:
         return self._states.get(channel)
 
-    def track(self, channel: str, *, since: Position | None = None, wanted: bool = False,
-              auto: bool = False) -> ChannelState:
+    def track(
+        self, channel: str, *, since: Position | None = None, wanted: bool = False, auto: bool = False
+    ) -> ChannelState:
         st = self._states.get(channel)
         if st is None:
             st = self._states[channel] = ChannelState(channel, since)

@@ -59,9 +59,12 @@ class Reconnector:
             token = await self.tokens.renew()
         except Unauthorized as exc:
             return Plan(None, error=Unauthorized(f"{exc} ({what})"))
-        except Exception as exc:  # noqa: BLE001 - the application's callback failed: ask again next time
-            return Plan(self.backoff.next_delay(), notice=HeraldClientError(f"the token callback failed: {exc!r}"),
-                        need_token=True)
+        except Exception as exc:
+            return Plan(
+                self.backoff.next_delay(),
+                notice=HeraldClientError(f"the token callback failed: {exc!r}"),
+                need_token=True,
+            )
         if token == refused:
             return Plan(None, error=Unauthorized(f"the token callback gave the refused token again ({what})"))
         return Plan(self.backoff.next_delay(), renewed=True)

@@ -35,8 +35,15 @@ _MAX_ERROR_BODY = 16 << 10
 class SseTransport:
     kind: Literal["ws", "sse"] = "sse"
 
-    def __init__(self, http: aiohttp.ClientSession, endpoint: Endpoint, token: str | None,
-                 channels: Sequence[str], cursor: str, config: ClientConfig) -> None:
+    def __init__(
+        self,
+        http: aiohttp.ClientSession,
+        endpoint: Endpoint,
+        token: str | None,
+        channels: Sequence[str],
+        cursor: str,
+        config: ClientConfig,
+    ) -> None:
         self.url = endpoint.events
         self.channels = list(channels)
         self._http = http
@@ -55,8 +62,11 @@ class SseTransport:
 
     def _end(self) -> None:
         if self._closed is None:
-            self._closed = (Closed(CloseCode.SERVICE_RESTART, "reconnect advisory", self._advised)
-                            if self._advised is not None else Closed(ABNORMAL, "stream ended"))
+            self._closed = (
+                Closed(CloseCode.SERVICE_RESTART, "reconnect advisory", self._advised)
+                if self._advised is not None
+                else Closed(ABNORMAL, "stream ended")
+            )
 
     async def open(self) -> dict[str, Any]:
         cfg = self._config
@@ -68,14 +78,16 @@ class SseTransport:
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=cfg.connect_timeout, sock_read=cfg.sse_read_timeout)
         try:
             async with asyncio.timeout(cfg.connect_timeout):
-                resp = await self._http.get(self.url, params=[("channel", ch) for ch in self.channels],
-                                            headers=headers, timeout=timeout)
+                resp = await self._http.get(
+                    self.url, params=[("channel", ch) for ch in self.channels], headers=headers, timeout=timeout
+                )
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise OpenFailed(ABNORMAL, f"cannot connect: {exc!r}"[:200]) from exc
         if resp.status != 200:
             message = await _error_message(resp)
-            raise OpenFailed(code_for_http_status(resp.status), message, status=resp.status,
-                             error=error_for(resp.status, message))
+            raise OpenFailed(
+                code_for_http_status(resp.status), message, status=resp.status, error=error_for(resp.status, message)
+            )
         if not resp.content_type.startswith("text/event-stream"):
             resp.close()
             raise OpenFailed(ABNORMAL, f"not an event stream: {resp.content_type!r}", status=resp.status)
@@ -89,7 +101,7 @@ class SseTransport:
                         break
                     for item in self._parser.feed(chunk):
                         if isinstance(item, SseComment) and item.text.startswith("herald ") and client is None:
-                            client = item.text[len("herald "):]
+                            client = item.text[len("herald ") :]
                         else:
                             self._early.append(item)
         except (aiohttp.ClientError, OSError, TimeoutError, ProtocolError):

@@ -39,8 +39,15 @@ class OpenFailed(Exception):
     """An attempt that never opened. `upgrade_refused`: the server answered HTTP without upgrading
     (a proxy stripping WebSocket) — the cue to fall back to SSE. `error`: the server's error body."""
 
-    def __init__(self, code: int, reason: str, *, status: int | None = None, upgrade_refused: bool = False,
-                 error: HeraldClientError | None = None) -> None:
+    def __init__(
+        self,
+        code: int,
+        reason: str,
+        *,
+        status: int | None = None,
+        upgrade_refused: bool = False,
+        error: HeraldClientError | None = None,
+    ) -> None:
         super().__init__(reason)
         self.code, self.reason, self.status = code, reason, status
         self.upgrade_refused = upgrade_refused

@@ -31,8 +31,9 @@ _NOT_AN_UPGRADE_REFUSAL = frozenset({401, 403, 413, 429})
 class WsTransport:
     kind: Literal["ws", "sse"] = "ws"
 
-    def __init__(self, http: aiohttp.ClientSession, endpoint: Endpoint, token: str | None,
-                 config: ClientConfig) -> None:
+    def __init__(
+        self, http: aiohttp.ClientSession, endpoint: Endpoint, token: str | None, config: ClientConfig
+    ) -> None:
         self.url = endpoint.ws
         self._closed: Closed | None = None
         self._http = http
@@ -61,13 +62,23 @@ class WsTransport:
         try:
             async with asyncio.timeout(cfg.connect_timeout):
                 ws = await self._http.ws_connect(
-                    self.url, protocols=(self._codec.subprotocol,), headers=headers, autoping=True,
-                    autoclose=True, max_msg_size=16 << 20, timeout=aiohttp.ClientWSTimeout(ws_close=_CLOSE_TIMEOUT))
+                    self.url,
+                    protocols=(self._codec.subprotocol,),
+                    headers=headers,
+                    autoping=True,
+                    autoclose=True,
+                    max_msg_size=16 << 20,
+                    timeout=aiohttp.ClientWSTimeout(ws_close=_CLOSE_TIMEOUT),
+                )
         except aiohttp.WSServerHandshakeError as exc:
             status = exc.status
             refused = status not in _NOT_AN_UPGRADE_REFUSAL and status < 500
-            raise OpenFailed(code_for_http_status(status), f"handshake answered HTTP {status}", status=status,
-                             upgrade_refused=refused) from exc
+            raise OpenFailed(
+                code_for_http_status(status),
+                f"handshake answered HTTP {status}",
+                status=status,
+                upgrade_refused=refused,
+            ) from exc
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise OpenFailed(ABNORMAL, f"cannot connect: {exc!r}"[:200]) from exc
         self._ws = ws
@@ -123,8 +134,9 @@ class WsTransport:
     async def send(self, obj: dict[str, Any]) -> None:
         data = self._codec.encode(obj)
         if len(data) > self._config.max_message_size:
-            raise PayloadTooBig(f"{obj.get('type')} is {len(data)} bytes, over the {self._config.max_message_size} "
-                                f"byte limit", 413)
+            raise PayloadTooBig(
+                f"{obj.get('type')} is {len(data)} bytes, over the {self._config.max_message_size} byte limit", 413
+            )
         ws = self._ws
         if ws is None or ws.closed:
             raise ConnectionLost("not connected", self.closed.code)

@@ -59,12 +59,19 @@ class Procs:
         return proc
 
     def env(self) -> dict[str, str]:
-        return {**os.environ, "HERALD_JWT_SECRET": SECRET, "HERALD_API_KEY": KEY, "HERALD_LOG_LEVEL": "warning",
-                "HERALD_REDIS": f"redis://127.0.0.1:{self.redis_port}/0", "HERALD_MAX_CONNECTIONS": "30000"}
+        return {
+            **os.environ,
+            "HERALD_JWT_SECRET": SECRET,
+            "HERALD_API_KEY": KEY,
+            "HERALD_LOG_LEVEL": "warning",
+            "HERALD_REDIS": f"redis://127.0.0.1:{self.redis_port}/0",
+            "HERALD_MAX_CONNECTIONS": "30000",
+        }
 
     def herald(self, role: str, port: int, *args: str) -> subprocess.Popen[bytes]:
-        return self.spawn(f"{role}-{port}", ["herald", role, "--host", "127.0.0.1", "--port", str(port), *args],
-                          self.env())
+        return self.spawn(
+            f"{role}-{port}", ["herald", role, "--host", "127.0.0.1", "--port", str(port), *args], self.env()
+        )
 
     def retire(self, procs: list[subprocess.Popen[bytes]]) -> None:
         """SIGTERM (an empty node drains at once and leaves the cluster) and wait."""
@@ -130,8 +137,9 @@ class Fleet:
         deadline = time.monotonic() + 900
         while not self.stop.is_set() and time.monotonic() < deadline:
             try:
-                async with self.session.ws_connect(f"ws://127.0.0.1:{self.nodes[node]}/ws?token={token}",
-                                                   protocols=["herald.json"], heartbeat=None) as ws:
+                async with self.session.ws_connect(
+                    f"ws://127.0.0.1:{self.nodes[node]}/ws?token={token}", protocols=["herald.json"], heartbeat=None
+                ) as ws:
                     self.where[i] = node
                     self.sockets[i] = ws
                     if initial:
@@ -141,7 +149,7 @@ class Fleet:
                         self.reconnects.append((time.monotonic(), node))
                     async for _ in ws:
                         pass
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 pass
             self.where.pop(i, None)
             self.sockets.pop(i, None)
@@ -166,16 +174,18 @@ class Fleet:
     async def close(self) -> None:
         """Close every socket cleanly (the servers see them go), then end the clients."""
         self.stop.set()
-        await asyncio.wait_for(asyncio.gather(*(ws.close() for ws in list(self.sockets.values())),
-                                              return_exceptions=True), 30)
+        await asyncio.wait_for(
+            asyncio.gather(*(ws.close() for ws in list(self.sockets.values())), return_exceptions=True), 30
+        )
         for t in self.tasks:
             t.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
 
 
 async def cluster_doc(session: aiohttp.ClientSession, control_port: int) -> dict[str, Any]:
-    async with session.get(f"http://127.0.0.1:{control_port}/admin/cluster",
-                           headers={"Authorization": f"apikey {KEY}"}) as r:
+    async with session.get(
+        f"http://127.0.0.1:{control_port}/admin/cluster", headers={"Authorization": f"apikey {KEY}"}
+    ) as r:
         return await r.json()  # type: ignore[no-any-return]
 
 
@@ -193,10 +203,13 @@ def redis_commands(port: int) -> int:
     return 0
 
 
-async def bench_drain(procs: Procs, session: aiohttp.ClientSession, n: int, window: float, control: int) -> dict[str, Any]:
+async def bench_drain(
+    procs: Procs, session: aiohttp.ClientSession, n: int, window: float, control: int
+) -> dict[str, Any]:
     ports = {"drain-a": free_port(), "drain-b": free_port()}
-    nodes = [procs.herald("node", port, "--node-id", node, "--drain-window", str(window))
-             for node, port in ports.items()]
+    nodes = [
+        procs.herald("node", port, "--node-id", node, "--drain-window", str(window)) for node, port in ports.items()
+    ]
     for port in ports.values():
         await wait_http(session, f"http://127.0.0.1:{port}/readyz")
     fleet = Fleet(session, ports)
@@ -204,8 +217,9 @@ async def bench_drain(procs: Procs, session: aiohttp.ClientSession, n: int, wind
     try:
         await fleet.open(["drain-a"] * n)
         started = time.monotonic()
-        async with session.post(f"http://127.0.0.1:{control}/admin/nodes/drain-a/drain",
-                                headers={"Authorization": f"apikey {KEY}"}) as r:
+        async with session.post(
+            f"http://127.0.0.1:{control}/admin/nodes/drain-a/drain", headers={"Authorization": f"apikey {KEY}"}
+        ) as r:
             assert r.status == 202, await r.text()
         while fleet.counts().get("drain-b", 0) < n and time.monotonic() - started < window * 2 + 30:
             await asyncio.sleep(0.05)
@@ -219,20 +233,25 @@ async def bench_drain(procs: Procs, session: aiohttp.ClientSession, n: int, wind
             await asyncio.sleep(0.2)
         per_second = Counter(int(t - started) for t, node in fleet.reconnects if node == "drain-b")
         moved = fleet.counts().get("drain-b", 0)
-        return {"connections": n, "window_s": window, "all_moved_after_s": round(max(
-                    (t for t, _ in fleet.reconnects), default=started) - started, 2),
-                "drained_reported_after_s": None if empty_at is None else round(empty_at, 2),
-                "moved": moved, "reconnects_per_s_max": max(per_second.values(), default=0),
-                "reconnects_per_s_mean": round(moved / max(1, len(per_second)), 1),
-                "bound_per_s": round(n / window * 2, 1)}
+        return {
+            "connections": n,
+            "window_s": window,
+            "all_moved_after_s": round(max((t for t, _ in fleet.reconnects), default=started) - started, 2),
+            "drained_reported_after_s": None if empty_at is None else round(empty_at, 2),
+            "moved": moved,
+            "reconnects_per_s_max": max(per_second.values(), default=0),
+            "reconnects_per_s_mean": round(moved / max(1, len(per_second)), 1),
+            "bound_per_s": round(n / window * 2, 1),
+        }
     finally:
         tracker.cancel()
         await fleet.close()
         procs.retire(nodes)
 
 
-async def bench_scale_out(procs: Procs, session: aiohttp.ClientSession, n: int, control: int,
-                          ratio: float) -> dict[str, Any]:
+async def bench_scale_out(
+    procs: Procs, session: aiohttp.ClientSession, n: int, control: int, ratio: float
+) -> dict[str, Any]:
     ports = {"scale-a": free_port(), "scale-b": free_port()}
     nodes = [procs.herald("node", port, "--node-id", node) for node, port in ports.items()]
     for port in ports.values():
@@ -256,16 +275,23 @@ async def bench_scale_out(procs: Procs, session: aiohttp.ClientSession, n: int, 
                 within = time.monotonic() - added
                 break
             await asyncio.sleep(0.5)
-        return {"connections": n, "bound": ratio, "within_bound_after_s": None if within is None else round(within, 1),
-                "final": dict(fleet.counts()), "moved": len(fleet.reconnects), "spread_samples": spreads[::10]}
+        return {
+            "connections": n,
+            "bound": ratio,
+            "within_bound_after_s": None if within is None else round(within, 1),
+            "final": dict(fleet.counts()),
+            "moved": len(fleet.reconnects),
+            "spread_samples": spreads[::10],
+        }
     finally:
         tracker.cancel()
         await fleet.close()
         procs.retire(nodes)
 
 
-async def bench_idle(procs: Procs, session: aiohttp.ClientSession, n: int, control_proc: subprocess.Popen[bytes],
-                     seconds: float = 40.0) -> dict[str, Any]:
+async def bench_idle(
+    procs: Procs, session: aiohttp.ClientSession, n: int, control_proc: subprocess.Popen[bytes], seconds: float = 40.0
+) -> dict[str, Any]:
     """Over `seconds` (two of the nodes' 20 s refresh cycles of presence and connection counts)."""
     ports = {"idle-a": free_port(), "idle-b": free_port()}
     nodes = [procs.herald("node", port, "--node-id", node) for node, port in ports.items()]
@@ -280,9 +306,13 @@ async def bench_idle(procs: Procs, session: aiohttp.ClientSession, n: int, contr
         await asyncio.sleep(seconds)
         c1, t1, cpu1 = redis_commands(procs.redis_port), time.monotonic(), [cpu_seconds(p) for p in pids]
         cpu = [round(100 * (b - a) / (t1 - t0), 2) for a, b in zip(cpu0, cpu1, strict=True)]
-        return {"connections": len(fleet.where), "seconds": seconds,
-                "redis_commands_per_s": round((c1 - c0) / (t1 - t0), 1),
-                "control_cpu_percent": cpu[0], "node_cpu_percent": cpu[1:]}
+        return {
+            "connections": len(fleet.where),
+            "seconds": seconds,
+            "redis_commands_per_s": round((c1 - c0) / (t1 - t0), 1),
+            "control_cpu_percent": cpu[0],
+            "node_cpu_percent": cpu[1:],
+        }
     finally:
         await fleet.close()
         procs.retire(nodes)
@@ -295,16 +325,30 @@ async def main() -> None:
     ap.add_argument("--idle", type=int, default=10000)
     ap.add_argument("--only", choices=["drain", "scale-out", "idle"], action="append")
     args = ap.parse_args()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     if shutil.which("taskset"):
         os.sched_setaffinity(0, {1})
     procs = Procs()
     results: dict[str, Any] = {}
     try:
-        procs.spawn("redis", ["redis-server", "--port", str(procs.redis_port), "--bind", "127.0.0.1", "--save", "",
-                              "--appendonly", "no", "--dir", procs.dir])
-        time.sleep(0.3)
+        procs.spawn(
+            "redis",
+            [
+                "redis-server",
+                "--port",
+                str(procs.redis_port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                procs.dir,
+            ],
+        )
+        await asyncio.sleep(0.3)
         procs.herald("router", free_port())
         control_port = free_port()
         control = procs.herald("control", control_port)

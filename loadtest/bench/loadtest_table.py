@@ -43,7 +43,8 @@ SECRET, KEY = "bench-secret", "bench-key"
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 def cpu_ticks(pgid: int) -> int:
@@ -76,15 +77,26 @@ class System:
     def start(self, timeout: float = 30.0) -> None:
         env = {**os.environ, "HERALD_JWT_SECRET": SECRET, "HERALD_API_KEY": KEY, "HERALD_LOG_LEVEL": "warning"}
         if self.name == "dev":
-            argv = [sys.executable, "-m", "herald", "dev", "--host", "127.0.0.1", "--port", str(self.port),
-                    "--log-level", "warning"]
+            argv = [
+                sys.executable,
+                "-m",
+                "herald",
+                "dev",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+            ]
         else:
             env.update(HERALD_PORT=str(self.port), HERALD_BENCH_REDIS_PORT=str(free_port()))
             argv = ["bash", os.path.join(HERE, "cluster.sh")]
         if self.pin and shutil.which("taskset"):
             argv = ["taskset", "-c", "0", *argv]
-        self.proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
@@ -116,9 +128,31 @@ class System:
 
 def run_step(system: System, step: str, args: argparse.Namespace) -> dict[str, Any]:
     scenario, transport, conns, rate, *extra = shlex.split(step)
-    argv = [sys.executable, "-m", "herald", "loadtest", scenario, "--transport", transport, "--url", system.url,
-            "--connections", conns, "--rate", rate, "--duration", str(args.duration), "--workers", str(args.workers),
-            "--jwt-secret", SECRET, "--api-key", KEY, "--json", *extra]
+    argv = [
+        sys.executable,
+        "-m",
+        "herald",
+        "loadtest",
+        scenario,
+        "--transport",
+        transport,
+        "--url",
+        system.url,
+        "--connections",
+        conns,
+        "--rate",
+        rate,
+        "--duration",
+        str(args.duration),
+        "--workers",
+        str(args.workers),
+        "--jwt-secret",
+        SECRET,
+        "--api-key",
+        KEY,
+        "--json",
+        *extra,
+    ]
     if args.pin and shutil.which("taskset"):
         argv = ["taskset", "-c", "1", *argv]
     assert system.proc is not None
@@ -134,16 +168,40 @@ def run_step(system: System, step: str, args: argparse.Namespace) -> dict[str, A
     except ValueError:
         return {"system": system.name, "step": step, "error": done.stderr.decode()[-300:] or f"exit {done.returncode}"}
     d, lat = report["delivered"], report["latency_ms"]
-    return {"system": system.name, "step": step, "exit": done.returncode, "delivered_per_s": d["per_s"],
-            "published_per_s": report["published"]["per_s"], "p50_ms": lat.get("p50"), "p99_ms": lat.get("p99"),
-            "max_ms": lat.get("max"), "lost": d["lost"], "duplicated": d["duplicated"],
-            "out_of_order": d["out_of_order"], "reconnects": report["connections"]["reconnects"],
-            "server_cpu_pct": round(server_cpu * 100), "report": report}
+    return {
+        "system": system.name,
+        "step": step,
+        "exit": done.returncode,
+        "delivered_per_s": d["per_s"],
+        "published_per_s": report["published"]["per_s"],
+        "p50_ms": lat.get("p50"),
+        "p99_ms": lat.get("p99"),
+        "max_ms": lat.get("max"),
+        "lost": d["lost"],
+        "duplicated": d["duplicated"],
+        "out_of_order": d["out_of_order"],
+        "reconnects": report["connections"]["reconnects"],
+        "server_cpu_pct": round(server_cpu * 100),
+        "report": report,
+    }
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    cols = ("system", "step", "exit", "delivered_per_s", "published_per_s", "p50_ms", "p99_ms", "max_ms", "lost",
-            "duplicated", "out_of_order", "reconnects", "server_cpu_pct")
+    cols = (
+        "system",
+        "step",
+        "exit",
+        "delivered_per_s",
+        "published_per_s",
+        "p50_ms",
+        "p99_ms",
+        "max_ms",
+        "lost",
+        "duplicated",
+        "out_of_order",
+        "reconnects",
+        "server_cpu_pct",
+    )
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for row in rows:
         if "error" in row:
@@ -172,8 +230,14 @@ def main() -> int:
             for step in args.steps or DEFAULT_STEPS:
                 row = run_step(system, step, args)
                 rows.append(row)
-                print(f"{name:8} {step:45} -> " + (row.get("error") or f"{row['delivered_per_s']} dl/s, p99 "
-                      f"{row['p99_ms']} ms, lost {row['lost']}"), file=sys.stderr, flush=True)
+                print(
+                    f"{name:8} {step:45} -> "
+                    + (
+                        row.get("error") or f"{row['delivered_per_s']} dl/s, p99 {row['p99_ms']} ms, lost {row['lost']}"
+                    ),
+                    file=sys.stderr,
+                    flush=True,
+                )
         finally:
             system.stop()
     print(table(rows))

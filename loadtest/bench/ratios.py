@@ -65,8 +65,11 @@ def main(argv: list[str]) -> int:
         print(__doc__, file=sys.stderr)
         return 2
     tag = argv[0]
-    results = argv[1] if len(argv) > 1 else os.path.join(
-        os.environ.get("BENCH_HOME", os.path.expanduser("~/.cache/herald-bench")), "results")
+    results = (
+        argv[1]
+        if len(argv) > 1
+        else os.path.join(os.environ.get("BENCH_HOME", os.path.expanduser("~/.cache/herald-bench")), "results")
+    )
     runs = load(results, tag)
     print(f"| scenario (tag {tag}) | Herald | peer | Herald / peer | target | met |")
     print("|---|---|---|---|---|---|")

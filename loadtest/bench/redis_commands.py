@@ -15,14 +15,15 @@ import json
 import os
 import sys
 import time
+from typing import Any
 
 import aiohttp
 import redis
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-from tests.conftest import make_token  # noqa: E402
-from tests.e2e.server import start_herald  # noqa: E402
-from tests.redis_server import start_redis  # noqa: E402
+from tests.conftest import make_token
+from tests.e2e.server import start_herald
+from tests.redis_server import start_redis
 
 
 def commandstats(client: redis.Redis) -> dict[str, int]:
@@ -67,12 +68,12 @@ async def main() -> None:
             readers = [asyncio.ensure_future(reader(ws)) for ws in conns]
             headers = {"Authorization": "apikey dev-key"}
 
-            async def run(label: str, bodies: list[dict], expected: int, path: str = "/api/publish") -> None:
+            async def run(label: str, bodies: list[dict[str, Any]], expected: int, path: str = "/api/publish") -> None:
                 got["n"] = 0
                 before = commandstats(rc)
                 sem = asyncio.Semaphore(16)
 
-                async def post(body: dict) -> None:
+                async def post(body: dict[str, Any]) -> None:
                     async with sem, http.post(f"{node.http}{path}", json=body, headers=headers) as r:
                         assert r.status == 200, await r.text()
 
@@ -83,21 +84,26 @@ async def main() -> None:
                 d = delta(before, commandstats(rc))
                 d.pop("info", None)
                 total = sum(d.values())
-                print(f"{label}: {len(bodies)} requests, {got['n']}/{expected} delivered in "
-                      f"{time.monotonic() - t:.1f}s; Redis commands {total} "
-                      f"({total / max(got['n'], 1):.2f} per delivered message, incl. inside Lua); "
-                      f"EVALSHA {d.get('evalsha', 0)}, XREADGROUP {d.get('xreadgroup', 0)}, "
-                      f"XREAD {d.get('xread', 0)}; top: {sorted(d.items(), key=lambda kv: -kv[1])[:8]}")
+                print(
+                    f"{label}: {len(bodies)} requests, {got['n']}/{expected} delivered in "
+                    f"{time.monotonic() - t:.1f}s; Redis commands {total} "
+                    f"({total / max(got['n'], 1):.2f} per delivered message, incl. inside Lua); "
+                    f"EVALSHA {d.get('evalsha', 0)}, XREADGROUP {d.get('xreadgroup', 0)}, "
+                    f"XREAD {d.get('xread', 0)}; top: {sorted(d.items(), key=lambda kv: -kv[1])[:8]}"
+                )
 
-            await run("per-user", [{"channel": f"u{i % a.clients}", "data": i} for i in range(a.messages)],
-                      a.messages)
+            await run("per-user", [{"channel": f"u{i % a.clients}", "data": i} for i in range(a.messages)], a.messages)
             if a.batch:
                 msgs = [{"channel": f"u{i % a.clients}", "data": i} for i in range(a.messages)]
-                await run(f"per-user, batches of {a.batch}",
-                          [{"messages": msgs[k:k + a.batch]} for k in range(0, len(msgs), a.batch)],
-                          a.messages, "/api/publish/batch")
-            await run("broadcast", [{"channel": "bcast", "data": i} for i in range(a.broadcasts)],
-                      a.broadcasts * a.clients)
+                await run(
+                    f"per-user, batches of {a.batch}",
+                    [{"messages": msgs[k : k + a.batch]} for k in range(0, len(msgs), a.batch)],
+                    a.messages,
+                    "/api/publish/batch",
+                )
+            await run(
+                "broadcast", [{"channel": "bcast", "data": i} for i in range(a.broadcasts)], a.broadcasts * a.clients
+            )
             for r in readers:
                 r.cancel()
     finally:

@@ -10,9 +10,21 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-_HOP = {"connection", "upgrade", "keep-alive", "transfer-encoding", "te", "trailer", "proxy-connection",
-        "sec-websocket-key", "sec-websocket-version", "sec-websocket-protocol", "sec-websocket-extensions",
-        "host", "content-length"}
+_HOP = {
+    "connection",
+    "upgrade",
+    "keep-alive",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "proxy-connection",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-protocol",
+    "sec-websocket-extensions",
+    "host",
+    "content-length",
+}
 
 
 @contextlib.asynccontextmanager
@@ -26,8 +38,13 @@ async def stripping_proxy(upstream: str) -> AsyncIterator[str]:
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
         body = await request.read() if request.can_read_body else None
         async with session.request(request.method, upstream + request.path_qs, headers=headers, data=body) as up:
-            resp = web.StreamResponse(status=up.status, reason=up.reason, headers={
-                k: v for k, v in up.headers.items() if k.lower() not in _HOP and k.lower() != "content-encoding"})
+            resp = web.StreamResponse(
+                status=up.status,
+                reason=up.reason,
+                headers={
+                    k: v for k, v in up.headers.items() if k.lower() not in _HOP and k.lower() != "content-encoding"
+                },
+            )
             await resp.prepare(request)
             try:
                 async for chunk in up.content.iter_any():

@@ -44,14 +44,16 @@ class Recorder:
             async for event in sub:
                 session = self.client.stats.connections - 1
                 if isinstance(event, Message):
-                    log.on_message({"offset": event.offset, "epoch": event.epoch, "data": event.data,
-                                    "event": event.event}, session)
+                    log.on_message(
+                        {"offset": event.offset, "epoch": event.epoch, "data": event.data, "event": event.event},
+                        session,
+                    )
                 else:
                     self.resyncs.append(event)
                     assert log.position is not None and event.offset is not None and event.epoch is not None, event
                     log.resets.append(Reset(offset_key(log.position[0]), event.epoch, event.offset, session))
                     log.position = (event.offset, event.epoch)
-        except Exception as exc:  # noqa: BLE001 - the checker reports it
+        except Exception as exc:
             self.failure = f"{sub.channel}: iteration failed: {exc!r}"
 
     async def stop(self) -> None:

@@ -45,7 +45,8 @@ async def drain(client: HeraldClient) -> list[object]:
 
 
 async def test_slow_consumer_close_resumes_every_channel_without_loss_or_duplicate(
-        herald: HeraldProcess, clients: list[HeraldClient]) -> None:
+    herald: HeraldProcess, clients: list[HeraldClient]
+) -> None:
     """Closed with 4008 while messages keep coming: the client waits one backoff delay (first
     rung: under 0.5 s), reconnects, resumes its channels and its personal channel with `since`,
     and the application gets every message once, in order — including what was published while it
@@ -93,7 +94,8 @@ async def test_final_close_codes_stop_the_client(herald: HeraldProcess, code: in
     assert closed.value.code == code
     assert client.state is State.CLOSED and client.stats.connections == 1 and clock.sleeps == []
     assert [e for e in await drain(client) if isinstance(e, Disconnected)] == [
-        Disconnected(code, "disconnected by the server", None)]
+        Disconnected(code, "disconnected by the server", None)
+    ]
     await client.close()
 
 
@@ -128,7 +130,8 @@ async def test_4001_without_a_new_token_stops_with_unauthorized(herald: HeraldPr
 
 
 async def test_a_resume_refused_for_good_ends_that_subscription_with_the_error(
-        herald: HeraldProcess, clients: list[HeraldClient]) -> None:
+    herald: HeraldProcess, clients: list[HeraldClient]
+) -> None:
     """After a 4001 the callback's new token no longer allows room:*: the resume is refused with
     403, so that Subscription ends with Forbidden and an ErrorEvent names the channel; the client
     and its other channels go on."""
@@ -161,8 +164,9 @@ async def test_expired_token_string_ends_with_4001_and_unauthorized(herald: Hera
     await client.close()
 
 
-async def test_refused_handshake_token_is_replaced_by_the_callback(herald: HeraldProcess,
-                                                                    clients: list[HeraldClient]) -> None:
+async def test_refused_handshake_token_is_replaced_by_the_callback(
+    herald: HeraldProcess, clients: list[HeraldClient]
+) -> None:
     tokens = iter([make_token("kim", secret="wrong-secret"), make_token("kim")])
     client = HeraldClient(herald.http, token=lambda: next(tokens), clock=FakeClock())
     clients.append(client)
@@ -170,13 +174,15 @@ async def test_refused_handshake_token_is_replaced_by_the_callback(herald: Heral
     assert client.user == "kim" and client.stats.token_renewals == 1
 
 
-async def test_close_1009_is_surfaced_and_the_client_reconnects(herald: HeraldProcess,
-                                                                clients: list[HeraldClient]) -> None:
+async def test_close_1009_is_surfaced_and_the_client_reconnects(
+    herald: HeraldProcess, clients: list[HeraldClient]
+) -> None:
     """A frame over the server's limit (the client was configured with a larger one): the server
     closes with 1009; the request fails, an ErrorEvent(MessageTooBig) says why, and the client
     comes back."""
-    client = HeraldClient(herald.http, token=make_token("lee"), config=ClientConfig(max_message_size=1 << 20),
-                          clock=FakeClock())
+    client = HeraldClient(
+        herald.http, token=make_token("lee"), config=ClientConfig(max_message_size=1 << 20), clock=FakeClock()
+    )
     clients.append(client)
     await client.connect()
     with pytest.raises(ConnectionLost) as lost:
@@ -199,8 +205,9 @@ def limited() -> Iterator[HeraldProcess]:
     server.stop()
 
 
-async def test_node_full_and_user_limit_back_off_from_a_higher_rung(limited: HeraldProcess,
-                                                                   clients: list[HeraldClient]) -> None:
+async def test_node_full_and_user_limit_back_off_from_a_higher_rung(
+    limited: HeraldProcess, clients: list[HeraldClient]
+) -> None:
     """4029 (too many connections for this user) and 1013 (node full) are "not at once": the
     delays start at the fourth rung (ceiling 4 s) and grow from there."""
     holder = HeraldClient(limited.http, token=make_token("mia"))

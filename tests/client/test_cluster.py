@@ -23,8 +23,9 @@ RATE = 100.0  # messages per second over all channels
 
 
 @contextlib.asynccontextmanager
-async def recorders(urls: Sequence[str], names: Sequence[str], channels: Sequence[str],
-                    clock: GateClock | None = None) -> AsyncIterator[list[Recorder]]:
+async def recorders(
+    urls: Sequence[str], names: Sequence[str], channels: Sequence[str], clock: GateClock | None = None
+) -> AsyncIterator[list[Recorder]]:
     recs = [Recorder(HeraldClient(urls, token=make_token(name), clock=clock), name) for name in names]
     try:
         for rec in recs:
@@ -55,8 +56,10 @@ async def test_node_kill_9_clients_resume_on_the_other_node_with_nothing_lost(cl
     `since` (recovered), dropping what they already had."""
     victim, survivor = cluster.nodes
     channels = [f"room:kill{i}" for i in range(4)]
-    async with recorders([victim.http, survivor.http], ["kill-a", "kill-b"], channels) as recs, \
-            Publisher(endpoints(cluster)) as pub:
+    async with (
+        recorders([victim.http, survivor.http], ["kill-a", "kill-b"], channels) as recs,
+        Publisher(endpoints(cluster)) as pub,
+    ):
         assert on_node(recs, victim) == recs
         load = asyncio.create_task(steady_load(pub, channels, rate=RATE, duration=3.0))
         await until_count(pub, load, 80)
@@ -78,8 +81,10 @@ async def test_node_drain_clients_follow_the_advisory_to_the_other_node(cluster:
     window; each client waits after_ms plus jitter, goes to the next node and resumes."""
     victim, survivor = cluster.nodes
     channels = [f"room:drain{i}" for i in range(4)]
-    async with recorders([victim.http, survivor.http], ["drain-a", "drain-b"], channels) as recs, \
-            Publisher(endpoints(cluster)) as pub:
+    async with (
+        recorders([victim.http, survivor.http], ["drain-a", "drain-b"], channels) as recs,
+        Publisher(endpoints(cluster)) as pub,
+    ):
         load = asyncio.create_task(steady_load(pub, channels, rate=RATE, duration=3.5))
         await until_count(pub, load, 80)
         code = await cluster.terminate_async(victim)
@@ -90,7 +95,7 @@ async def test_node_drain_clients_follow_the_advisory_to_the_other_node(cluster:
         assert not pub.unacked, pub.errors[:5]
         await wait_delivered(published, recs, timeout=20)
         reports = [check_no_loss(published, rec) for rec in recs]
-        events = [[e for e in [await rec.client.next_event() for _ in range(rec.client.pending)]] for rec in recs]
+        events = [[await rec.client.next_event() for _ in range(rec.client.pending)] for rec in recs]
     for rec, report, evs in zip(recs, reports, events, strict=True):
         assert report["reconnects"] == 1 and rec.resyncs == [], rec.summary()
         closes = [e for e in evs if isinstance(e, Disconnected)]
@@ -110,8 +115,7 @@ async def test_redis_restart_without_persistence_is_surfaced_as_resync(cluster: 
     channels = lost_channels + kept_channels
     clock = GateClock()
     urls = [m.http for m in cluster.nodes]
-    async with recorders(urls, ["redis-a", "redis-b"], channels, clock) as recs, \
-            Publisher(endpoints(cluster)) as pub:
+    async with recorders(urls, ["redis-a", "redis-b"], channels, clock) as recs, Publisher(endpoints(cluster)) as pub:
         load = asyncio.create_task(steady_load(pub, channels, rate=RATE, duration=5.0))
         await until_count(pub, load, 60)
         clock.hold()

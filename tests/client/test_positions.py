@@ -49,7 +49,7 @@ def test_same_offset_is_never_delivered_twice_and_never_out_of_order() -> None:
     rng = random.Random(3)
     offsets = [f"{ms}-{seq}" for ms in range(1, 30) for seq in range(3)]
     stream = offsets + rng.sample(offsets, 40)  # in order, then old ones again
-    delivered = [m.offset for m in map(lambda o: msg("room:a", o), stream) if p.accept(m)[0] is Verdict.DELIVER]
+    delivered = [m.offset for m in (msg("room:a", o) for o in stream) if p.accept(m)[0] is Verdict.DELIVER]
     assert delivered == offsets
 
 
@@ -61,8 +61,9 @@ def test_resume_in_flight_drops_early_messages_that_the_server_sends_again() -> 
     assert request["since"] == {"offset": "11-0", "epoch": "e1"}
     assert p.accept(msg("room:a", "15-0"))[0] is Verdict.EARLY  # before the reply: would skip 12..14
     assert p.on_subscribed(Subscribed("room:a", "e1", "15-0", True, 4)) is None
-    got = [o for o in ("12-0", "13-0", "14-0", "15-0", "15-0", "16-0")
-           if p.accept(msg("room:a", o))[0] is Verdict.DELIVER]
+    got = [
+        o for o in ("12-0", "13-0", "14-0", "15-0", "15-0", "16-0") if p.accept(msg("room:a", o))[0] is Verdict.DELIVER
+    ]
     assert got == ["12-0", "13-0", "14-0", "15-0", "16-0"]
 
 
@@ -138,13 +139,19 @@ def test_cursor_stays_within_one_kib() -> None:
 
 @pytest.mark.parametrize("split", [1, 2, 3, 7, 1000])
 def test_event_stream_parser_handles_any_chunking(split: int) -> None:
-    raw = (b"retry: 2000\n: herald abc\n\nid: c1\nevent: chat\ndata: {\"a\":1}\n\n"
-           b"data: line1\r\ndata: line2\r\n\r\n: hb\n\nid: c2\n\n")
+    raw = (
+        b'retry: 2000\n: herald abc\n\nid: c1\nevent: chat\ndata: {"a":1}\n\n'
+        b"data: line1\r\ndata: line2\r\n\r\n: hb\n\nid: c2\n\n"
+    )
     parser = EventStreamParser()
     items = []
     for i in range(0, len(raw), split):
-        items += parser.feed(raw[i:i + split])
-    assert items == [SseComment("herald abc"), SseEvent("chat", '{"a":1}', "c1"),
-                     SseEvent("message", "line1\nline2", "c1"), SseComment("hb")]
+        items += parser.feed(raw[i : i + split])
+    assert items == [
+        SseComment("herald abc"),
+        SseEvent("chat", '{"a":1}', "c1"),
+        SseEvent("message", "line1\nline2", "c1"),
+        SseComment("hb"),
+    ]
     assert parser.retry_ms == 2000
     assert parser.last_event_id == "c2"  # an id without data moves the cursor, dispatches nothing

@@ -37,8 +37,9 @@ async def events_until(client: HeraldClient, done: Callable[[object], bool], tim
     return out
 
 
-async def test_subscribe_publish_and_receive_in_order_with_history(herald: HeraldProcess, codec: str,
-                                                                    clients: list[HeraldClient]) -> None:
+async def test_subscribe_publish_and_receive_in_order_with_history(
+    herald: HeraldProcess, codec: str, clients: list[HeraldClient]
+) -> None:
     """A subscriber gets what a publisher sends, once and in order; history has the same messages."""
     channel = f"room:pubsub-{codec}"
     alice = HeraldClient(herald.http, token=make_token("alice"), codec=codec)
@@ -76,7 +77,12 @@ async def test_chat_presence_status_and_who(herald: HeraldProcess, codec: str, c
     chat = (await events_until(dave, lambda e: isinstance(e, Message)))[-1]
     assert isinstance(chat, Message)
     assert (chat.channel, chat.event, chat.sender, chat.data, chat.offset) == (
-        "user:dave", "chat", "carol", {"text": "hello dave"}, sent.offset)
+        "user:dave",
+        "chat",
+        "carol",
+        {"text": "hello dave"},
+        sent.offset,
+    )
     inbox = await dave.subscribe("user:dave")  # the personal channel can have a Subscription too
     again = await carol.chat("dave", "second")
     second = await asyncio.wait_for(inbox.next(), seconds(5))
@@ -93,8 +99,9 @@ async def test_chat_presence_status_and_who(herald: HeraldProcess, codec: str, c
     assert joins <= {(channel, "carol"), (channel, "dave")}  # join signals, when the namespace sends them
 
 
-async def test_error_replies_raise_typed_errors_and_the_connection_stays(herald: HeraldProcess, codec: str,
-                                                                         clients: list[HeraldClient]) -> None:
+async def test_error_replies_raise_typed_errors_and_the_connection_stays(
+    herald: HeraldProcess, codec: str, clients: list[HeraldClient]
+) -> None:
     client = HeraldClient(herald.http, token=make_token("erin", channels=["room:*"], publish=["room:ok"]), codec=codec)
     clients.append(client)
     await client.connect()
@@ -116,8 +123,9 @@ async def test_error_replies_raise_typed_errors_and_the_connection_stays(herald:
     assert "news:secret" not in client.positions
 
 
-async def test_resume_from_a_saved_position_reports_a_gap_it_cannot_fill(herald: HeraldProcess, codec: str,
-                                                                         clients: list[HeraldClient]) -> None:
+async def test_resume_from_a_saved_position_reports_a_gap_it_cannot_fill(
+    herald: HeraldProcess, codec: str, clients: list[HeraldClient]
+) -> None:
     """`subscribe(since=...)` from a saved position resumes exactly; a position of another epoch
     cannot be filled and the subscription starts with a Resync event."""
     channel = f"room:saved-{codec}"
@@ -139,7 +147,10 @@ async def test_resume_from_a_saved_position_reports_a_gap_it_cannot_fill(herald:
     first = await asyncio.wait_for(stale.next(), seconds(5))
     assert isinstance(first, Resync) and first.recovered is False
     assert (first.previous, first.epoch, first.offset) == (
-        Position(Offset(acks[2].offset), Epoch("lostepoch")), epoch, acks[-1].offset)
+        Position(Offset(acks[2].offset), Epoch("lostepoch")),
+        epoch,
+        acks[-1].offset,
+    )
     live = await pub.publish(channel, "after")
     nxt = await asyncio.wait_for(stale.next(), seconds(5))
     assert isinstance(nxt, Message) and nxt.offset == live.offset

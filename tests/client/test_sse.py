@@ -34,7 +34,8 @@ async def take(sub_or_client: object, n: int, timeout: float = 5.0) -> list[obje
 
 
 async def test_forced_sse_subscribes_receives_and_resumes_after_a_disconnect(
-        herald: HeraldProcess, clients: list[HeraldClient]) -> None:
+    herald: HeraldProcess, clients: list[HeraldClient]
+) -> None:
     """Over SSE: adding a channel reopens the stream (nothing lost on the channels already
     there); after the server drops the stream the client reconnects with a Last-Event-ID built
     from its positions and gets exactly what it missed, on every channel."""
@@ -76,7 +77,8 @@ async def test_forced_sse_subscribes_receives_and_resumes_after_a_disconnect(
 
 
 async def test_sse_stream_that_saw_no_message_yet_still_resumes_without_a_gap(
-        herald: HeraldProcess, clients: list[HeraldClient]) -> None:
+    herald: HeraldProcess, clients: list[HeraldClient]
+) -> None:
     """The position of every channel comes with the stream's opening cursor, so a stream dropped
     before its first message resumes from there: what was published meanwhile arrives."""
     clock = GateClock()
@@ -94,8 +96,9 @@ async def test_sse_stream_that_saw_no_message_yet_still_resumes_without_a_gap(
     assert [m.offset for m in await take(sub, 1)] == [away["offset"]]  # type: ignore[attr-defined]
 
 
-async def test_sse_reports_a_gap_it_cannot_fill_with_a_resync(herald: HeraldProcess,
-                                                              clients: list[HeraldClient]) -> None:
+async def test_sse_reports_a_gap_it_cannot_fill_with_a_resync(
+    herald: HeraldProcess, clients: list[HeraldClient]
+) -> None:
     sent = [await publish(herald, "room:sse-gap", i) for i in range(3)]
     client = HeraldClient(herald.http, token=make_token("sse2"), transport="sse")
     clients.append(client)
@@ -108,8 +111,9 @@ async def test_sse_reports_a_gap_it_cannot_fill_with_a_resync(herald: HeraldProc
     assert [m.offset for m in await take(sub, 1)] == [live["offset"]]  # type: ignore[attr-defined]
 
 
-async def test_websocket_refused_by_a_proxy_falls_back_to_sse(herald: HeraldProcess,
-                                                              clients: list[HeraldClient]) -> None:
+async def test_websocket_refused_by_a_proxy_falls_back_to_sse(
+    herald: HeraldProcess, clients: list[HeraldClient]
+) -> None:
     """Behind a proxy that strips `Upgrade`, the WebSocket handshake gets a plain HTTP answer:
     the client switches to SSE through the same proxy and works, for good."""
     async with stripping_proxy(herald.http) as url:
@@ -123,17 +127,19 @@ async def test_websocket_refused_by_a_proxy_falls_back_to_sse(herald: HeraldProc
         await client.close()
 
 
-async def test_token_refresh_before_expiry_on_websocket_and_on_sse(herald: HeraldProcess,
-                                                                   clients: list[HeraldClient]) -> None:
+async def test_token_refresh_before_expiry_on_websocket_and_on_sse(
+    herald: HeraldProcess, clients: list[HeraldClient]
+) -> None:
     """Tokens live 4 s; the callback is asked again before expiry. The WebSocket client sends
     `refresh` and keeps its connection; the SSE client reopens its stream with the new token and
     resumes. Both outlive the first token with nothing lost."""
     calls = {"ws": 0, "sse": 0}
 
-    def token_for(kind: str):  # noqa: ANN202
+    def token_for(kind: str):
         async def get() -> str:
             calls[kind] += 1
             return make_token(f"refresh-{kind}", ttl=4)
+
         return get
 
     ws = HeraldClient(herald.http, token=token_for("ws"), transport="ws")

@@ -89,21 +89,24 @@ def test_custom_policy_and_validation() -> None:
         BackoffPolicy(initial=5, maximum=1)
 
 
-@pytest.mark.parametrize(("code", "action", "rotate"), [
-    (1000, Action.STOP, False),
-    (1001, Action.BACKOFF, True),
-    (1006, Action.BACKOFF, True),
-    (1009, Action.BUG, False),
-    (1011, Action.BACKOFF, True),
-    (1012, Action.ADVISED, True),
-    (1013, Action.SLOW_DOWN, True),
-    (4000, Action.BACKOFF, False),
-    (4001, Action.REAUTH, False),
-    (4003, Action.STOP, False),
-    (4008, Action.BACKOFF, False),
-    (4029, Action.SLOW_DOWN, False),
-    (4999, Action.BACKOFF, True),  # unknown: back off, try another node
-])
+@pytest.mark.parametrize(
+    ("code", "action", "rotate"),
+    [
+        (1000, Action.STOP, False),
+        (1001, Action.BACKOFF, True),
+        (1006, Action.BACKOFF, True),
+        (1009, Action.BUG, False),
+        (1011, Action.BACKOFF, True),
+        (1012, Action.ADVISED, True),
+        (1013, Action.SLOW_DOWN, True),
+        (4000, Action.BACKOFF, False),
+        (4001, Action.REAUTH, False),
+        (4003, Action.STOP, False),
+        (4008, Action.BACKOFF, False),
+        (4029, Action.SLOW_DOWN, False),
+        (4999, Action.BACKOFF, True),  # unknown: back off, try another node
+    ],
+)
 def test_close_code_policy_table(code: int, action: Action, rotate: bool) -> None:
     reaction = reaction_for(code)
     assert (reaction.action, reaction.rotate) == (action, rotate)
@@ -115,8 +118,9 @@ def test_policy_table_covers_every_contract_close_code() -> None:
     assert set(CloseCode) <= set(CLOSE_POLICY)
 
 
-@pytest.mark.parametrize(("status", "code"), [(401, 4001), (403, 4003), (429, 4029), (413, 1009), (503, 1006),
-                                              (502, 1006)])
+@pytest.mark.parametrize(
+    ("status", "code"), [(401, 4001), (403, 4003), (429, 4029), (413, 1009), (503, 1006), (502, 1006)]
+)
 def test_http_refusals_map_onto_close_codes(status: int, code: int) -> None:
     assert code_for_http_status(status) == code
 
@@ -150,7 +154,7 @@ async def test_reconnect_loop_sleeps_the_backoff_sequence_without_real_waiting()
     replay = random.Random(42)
     assert clock.sleeps[:10] == [replay.random() * c for c in CEILINGS]
     assert client.stats.connections == 0
-    assert list(client.stats.delays) == clock.sleeps[-len(client.stats.delays):]
+    assert list(client.stats.delays) == clock.sleeps[-len(client.stats.delays) :]
 
 
 def planner(token: object = "t", value: float = 0.5) -> Reconnector:

@@ -36,8 +36,19 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from tests.conftest import make_token, seconds
 
 __all__ = [
-    "Pub", "Received", "ChannelLog", "ResumingClient", "Publisher", "check_no_loss", "caught_up",
-    "wait_delivered", "eventually", "eventually_async", "offset_key", "running", "steady_load",
+    "Pub",
+    "Received",
+    "ChannelLog",
+    "ResumingClient",
+    "Publisher",
+    "check_no_loss",
+    "caught_up",
+    "wait_delivered",
+    "eventually",
+    "eventually_async",
+    "offset_key",
+    "running",
+    "steady_load",
 ]
 
 API_KEY = "dev-key"
@@ -63,8 +74,9 @@ async def eventually(cond: Callable[[], bool], timeout: float, what: str, interv
     return time.monotonic() - started
 
 
-async def eventually_async(cond: Callable[[], Awaitable[bool]], timeout: float, what: str,
-                           interval: float = 0.05) -> float:
+async def eventually_async(
+    cond: Callable[[], Awaitable[bool]], timeout: float, what: str, interval: float = 0.05
+) -> float:
     started = time.monotonic()
     try:
         async with asyncio.timeout(seconds(timeout)):
@@ -76,6 +88,7 @@ async def eventually_async(cond: Callable[[], Awaitable[bool]], timeout: float, 
 
 
 # --- what was published ---------------------------------------------------------------------------
+
 
 class Pub(NamedTuple):
     """One acknowledged publish. `offset`/`epoch` are None until resolved (POST /notify)."""
@@ -96,8 +109,9 @@ class Publisher:
     `via`; a failed attempt (connection error, timeout, 5xx) is retried on the next endpoint with
     the same idempotency key. Acknowledged publishes land in `acked[channel]` with their offsets."""
 
-    def __init__(self, endpoints: Sequence[str], *, api_key: str = API_KEY, attempts: int = 12,
-                 request_timeout: float = 3.0) -> None:
+    def __init__(
+        self, endpoints: Sequence[str], *, api_key: str = API_KEY, attempts: int = 12, request_timeout: float = 3.0
+    ) -> None:
         self.endpoints = list(endpoints)
         self.api_key = api_key
         self.attempts = attempts
@@ -123,8 +137,9 @@ class Publisher:
 
     async def request(self, base: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         assert self._session is not None, "use `async with Publisher(...)`"
-        async with self._session.request(method, base + path, json=body,
-                                         headers={"Authorization": f"apikey {self.api_key}"}) as resp:
+        async with self._session.request(
+            method, base + path, json=body, headers={"Authorization": f"apikey {self.api_key}"}
+        ) as resp:
             raw = await resp.read()
             try:
                 return resp.status, json.loads(raw)
@@ -204,8 +219,9 @@ class Publisher:
         return {ch: list(pubs) for ch, pubs in self.acked.items()}
 
 
-async def steady_load(publisher: Publisher, channels: Sequence[str], *, rate: float, duration: float,
-                      tag: str = "load") -> None:
+async def steady_load(
+    publisher: Publisher, channels: Sequence[str], *, rate: float, duration: float, tag: str = "load"
+) -> None:
     """Publish to `channels` at `rate` messages/s in total for `duration` s: one sequential loop per
     channel (so acknowledgement order is offset order), bounded in count and in time."""
     per_channel = max(1, int(rate * duration / len(channels)))
@@ -226,6 +242,7 @@ async def steady_load(publisher: Publisher, channels: Sequence[str], *, rate: fl
 
 
 # --- what a client received ------------------------------------------------------------------------
+
 
 @dataclass(frozen=True, slots=True)
 class Received:
@@ -309,8 +326,16 @@ class SessionInfo:
 class ResumingClient:
     """One user's WebSocket connection that survives node failures (see the module docstring)."""
 
-    def __init__(self, urls: Sequence[str], user: str, channels: Iterable[str], *, start: int = 0,
-                 max_attempts: int = 60, connect_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        urls: Sequence[str],
+        user: str,
+        channels: Iterable[str],
+        *,
+        start: int = 0,
+        max_attempts: int = 60,
+        connect_timeout: float = 5.0,
+    ) -> None:
         self.urls = list(urls)
         self.user = user
         self.name = f"{user}@{start % len(self.urls)}"
@@ -362,8 +387,10 @@ class ResumingClient:
                         raise AssertionError(f"{self.name}: gave up: {self.failure}")
                     await asyncio.sleep(0.02)
         except TimeoutError:
-            raise AssertionError(f"{self.name}: not ready after {seconds(timeout):.1f}s "
-                                 f"(sessions {self.sessions}, failures {self.connect_failures[-3:]})") from None
+            raise AssertionError(
+                f"{self.name}: not ready after {seconds(timeout):.1f}s "
+                f"(sessions {self.sessions}, failures {self.connect_failures[-3:]})"
+            ) from None
 
     def hold(self) -> None:
         """After the next disconnect, wait for `release()` before reconnecting."""
@@ -403,7 +430,7 @@ class ResumingClient:
                 await self._task
             except asyncio.CancelledError:
                 pass
-            except Exception:  # noqa: BLE001 - recorded in self.failure
+            except Exception:
                 pass
 
     def summary(self) -> str:
@@ -419,9 +446,15 @@ class ResumingClient:
             url = self.urls[self._url_index % len(self.urls)]
             token = make_token(self.user)
             try:
-                conn = await websockets.connect(f"{url}?token={token}", subprotocols=["herald.json"],
-                                                open_timeout=seconds(self._connect_timeout), ping_interval=None,
-                                                close_timeout=seconds(2), max_size=1 << 24, max_queue=None)
+                conn = await websockets.connect(
+                    f"{url}?token={token}",
+                    subprotocols=["herald.json"],
+                    open_timeout=seconds(self._connect_timeout),
+                    ping_interval=None,
+                    close_timeout=seconds(2),
+                    max_size=1 << 24,
+                    max_queue=None,
+                )
             except (OSError, InvalidHandshake, TimeoutError) as exc:
                 failures += 1
                 self.connect_failures.append(f"{url}: {exc!r}"[:200])
@@ -545,6 +578,7 @@ async def running(clients: Sequence[ResumingClient], timeout: float = 15.0) -> A
 
 # --- the checker -----------------------------------------------------------------------------------
 
+
 def caught_up(published: dict[str, list[Pub]], client: ResumingClient) -> bool:
     """Whether the client's position reached the newest acknowledged publish of each of its channels."""
     for channel, pubs in published.items():
@@ -563,26 +597,36 @@ def caught_up(published: dict[str, list[Pub]], client: ResumingClient) -> bool:
     return True
 
 
-async def wait_delivered(published: dict[str, list[Pub]], clients: Sequence[ResumingClient],
-                         timeout: float = 15.0) -> None:
+async def wait_delivered(
+    published: dict[str, list[Pub]], clients: Sequence[ResumingClient], timeout: float = 15.0
+) -> None:
     """Wait until every client caught up with `published` (then run `check_no_loss` for the verdict).
     On timeout, the checker's account of what is missing is raised instead of a bare timeout."""
     __tracebackhide__ = True
     try:
-        await eventually(lambda: all(caught_up(published, c) or c.failure is not None for c in clients),
-                         timeout, "every client to catch up")
+        await eventually(
+            lambda: all(caught_up(published, c) or c.failure is not None for c in clients),
+            timeout,
+            "every client to catch up",
+        )
         return
     except AssertionError:
         pass
     behind = [c for c in clients if not caught_up(published, c)]
     for c in behind:
         check_no_loss(published, c)
-    raise AssertionError(f"clients behind after {seconds(timeout):.0f}s but nothing missing? "
-                         f"{[c.summary() for c in behind]}")
+    raise AssertionError(
+        f"clients behind after {seconds(timeout):.0f}s but nothing missing? {[c.summary() for c in behind]}"
+    )
 
 
-def check_no_loss(published: dict[str, list[Pub]], client: ResumingClient, *,
-                  unacked: dict[str, list[Any]] | None = None, allow_duplicates: bool = False) -> dict[str, Any]:
+def check_no_loss(
+    published: dict[str, list[Pub]],
+    client: ResumingClient,
+    *,
+    unacked: dict[str, list[Any]] | None = None,
+    allow_duplicates: bool = False,
+) -> dict[str, Any]:
     """Assert that `client` received every acknowledged publish of each of its channels after it
     subscribed, exactly once and in offset order, except what a `recovered:false` reply excused.
 
@@ -626,7 +670,8 @@ def check_no_loss(published: dict[str, list[Pub]], client: ResumingClient, *,
             problems.append(
                 f"{channel}: LOST {len(missing)} of {len(required)} required messages, e.g. "
                 f"{[(p.offset, p.epoch, p.data) for p in missing[:3]]}; received {len(log.messages)}, "
-                f"last received {log.messages[-1].offset if log.messages else None}, resets {log.resets}")
+                f"last received {log.messages[-1].offset if log.messages else None}, resets {log.resets}"
+            )
         allowed_extra = {json.dumps(d, sort_keys=True) for d in (unacked or {}).get(channel, ())}
         for r in log.messages:
             p = by_offset.get(r.offset)
@@ -634,18 +679,30 @@ def check_no_loss(published: dict[str, list[Pub]], client: ResumingClient, *,
                 if json.dumps(r.data, sort_keys=True) not in allowed_extra:
                     problems.append(f"{channel}: received {r.offset} {r.data!r}, which nobody acknowledged")
             elif (p.data, p.event, p.epoch) != (r.data, r.event, r.epoch):
-                problems.append(f"{channel}: offset {r.offset} carried {(r.data, r.event, r.epoch)!r}, "
-                                f"published {(p.data, p.event, p.epoch)!r}")
+                problems.append(
+                    f"{channel}: offset {r.offset} carried {(r.data, r.event, r.epoch)!r}, "
+                    f"published {(p.data, p.event, p.epoch)!r}"
+                )
         keys = [r.key for r in log.messages if r.offset in by_offset]
         if any(b <= a for a, b in itertools.pairwise(keys)):
             problems.append(f"{channel}: received out of offset order: {[r.offset for r in log.messages][:20]}")
         if log.out_of_order:
-            problems.append(f"{channel}: {len(log.out_of_order)} messages arrived after a later one (ORDER), e.g. "
-                            f"{[(r.offset, r.data) for r in log.out_of_order[:3]]}")
+            problems.append(
+                f"{channel}: {len(log.out_of_order)} messages arrived after a later one (ORDER), e.g. "
+                f"{[(r.offset, r.data) for r in log.out_of_order[:3]]}"
+            )
         if log.duplicates and not allow_duplicates:
-            problems.append(f"{channel}: {len(log.duplicates)} DUPLICATES, e.g. "
-                            f"{[(r.offset, r.session) for r in log.duplicates[:3]]}")
+            problems.append(
+                f"{channel}: {len(log.duplicates)} DUPLICATES, e.g. "
+                f"{[(r.offset, r.session) for r in log.duplicates[:3]]}"
+            )
     if problems:
         raise AssertionError(f"{client.summary()}:\n  " + "\n  ".join(problems))
-    return {"client": client.name, "messages": total, "duplicates": dups, "early": early,
-            "recovered_false": {c: n for c, n in resets.items() if n}, "reconnects": client.reconnects}
+    return {
+        "client": client.name,
+        "messages": total,
+        "duplicates": dups,
+        "early": early,
+        "recovered_false": {c: n for c, n in resets.items() if n},
+        "reconnects": client.reconnects,
+    }

@@ -77,10 +77,21 @@ class Member:
 
 
 class Cluster:
-    def __init__(self, *, shards: int = 2, routers: int = 2, nodes: int = 2, partitions: int = 16,
-                 lease_seconds: float = LEASE_SECONDS, node_args: Sequence[str] = (),
-                 router_args: Sequence[str] = (), redis_args: Sequence[str] = (), history_size: int = 1000,
-                 controls: int = 0, control_args: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        *,
+        shards: int = 2,
+        routers: int = 2,
+        nodes: int = 2,
+        partitions: int = 16,
+        lease_seconds: float = LEASE_SECONDS,
+        node_args: Sequence[str] = (),
+        router_args: Sequence[str] = (),
+        redis_args: Sequence[str] = (),
+        history_size: int = 1000,
+        controls: int = 0,
+        control_args: Sequence[str] = (),
+    ) -> None:
         self.n_shards, self.n_routers, self.n_nodes = shards, routers, nodes
         self.partitions = partitions
         self.lease_seconds = lease_seconds
@@ -203,7 +214,7 @@ class Cluster:
         for proc in self._all:
             try:
                 proc.stop()
-            except Exception:  # noqa: BLE001 - keep stopping the others
+            except Exception:
                 pass
         for shard in self.shards:
             shard.stop()
@@ -255,14 +266,14 @@ class Cluster:
         raise AssertionError(f"fewer than {count} channels {prefix}* owned by {router.id} on shard {shard}")
 
     def users_on_shard(self, shard: int, prefix: str, count: int) -> list[str]:
-        return [c[len("user:"):] for c in self.channels_on_shard(shard, f"user:{prefix}", count)]
+        return [c[len("user:") :] for c in self.channels_on_shard(shard, f"user:{prefix}", count)]
 
     # --- readiness and ownership ---------------------------------------------------------------
     def ownership(self, routers: Sequence[Member] | None = None) -> dict[str, list[int]] | None:
         """router id -> owned partitions (from /readyz), or None if one of them does not answer."""
         out = {}
         for r in routers if routers is not None else self.live_routers:
-            status, body = r.readyz()
+            _status, body = r.readyz()
             if not isinstance(body, dict) or "partitions" not in body:
                 return None
             out[r.id] = body["partitions"]
@@ -302,8 +313,7 @@ class Cluster:
         deadline = started + seconds(timeout)
         while not await asyncio.to_thread(check):
             if time.monotonic() > deadline:
-                raise AssertionError(f"/readyz never answered {want} on {members}: "
-                                     f"{[m.readyz() for m in members]}")
+                raise AssertionError(f"/readyz never answered {want} on {members}: {[m.readyz() for m in members]}")
             await asyncio.sleep(0.05)
         return time.monotonic() - started
 
@@ -322,8 +332,10 @@ class Cluster:
 
     def dump(self) -> None:
         lines = self.problems()
-        print(f"--- cluster members: routers {self.routers}, nodes {self.nodes}, controls {self.controls}, shards "
-              f"{[s.url for s in self.shards]}")
+        print(
+            f"--- cluster members: routers {self.routers}, nodes {self.nodes}, controls {self.controls}, shards "
+            f"{[s.url for s in self.shards]}"
+        )
         print(f"--- {len(lines)} warning/error log lines (last 60):")
         for line in lines[-60:]:
             print(line[:2000])

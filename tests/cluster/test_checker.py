@@ -14,10 +14,12 @@ def _client(channels: tuple[str, ...] = (CH,)) -> ResumingClient:
     return ResumingClient(["ws://127.0.0.1:1/ws"], "u", channels)
 
 
-def _sub(c: ResumingClient, offset: str, epoch: str, *, since: bool = False, recovered: bool = False,
-         session: int = 0) -> None:
-    c.logs[CH].on_subscribed({"channel": CH, "offset": offset, "epoch": epoch, "recovered": recovered,
-                              "missed": 0}, since, session)
+def _sub(
+    c: ResumingClient, offset: str, epoch: str, *, since: bool = False, recovered: bool = False, session: int = 0
+) -> None:
+    c.logs[CH].on_subscribed(
+        {"channel": CH, "offset": offset, "epoch": epoch, "recovered": recovered, "missed": 0}, since, session
+    )
 
 
 def _msg(c: ResumingClient, offset: str, epoch: str, data: object, session: int = 0) -> None:
@@ -43,11 +45,13 @@ def test_violations_are_caught(case: str) -> None:
     c = _client()
     published = {CH: _pubs("e", ("2-0", "a"), ("3-0", "b"), ("4-0", "c"))}
     _sub(c, "1-0", "e")
-    frames = {"lost": [("2-0", "a"), ("4-0", "c")],
-              "duplicate": [("2-0", "a"), ("3-0", "b"), ("3-0", "b"), ("4-0", "c")],
-              "reordered": [("3-0", "b"), ("2-0", "a"), ("4-0", "c")],
-              "altered": [("2-0", "a"), ("3-0", "B"), ("4-0", "c")],
-              "unknown": [("2-0", "a"), ("3-0", "b"), ("3-5", "?"), ("4-0", "c")]}[case]
+    frames = {
+        "lost": [("2-0", "a"), ("4-0", "c")],
+        "duplicate": [("2-0", "a"), ("3-0", "b"), ("3-0", "b"), ("4-0", "c")],
+        "reordered": [("3-0", "b"), ("2-0", "a"), ("4-0", "c")],
+        "altered": [("2-0", "a"), ("3-0", "B"), ("4-0", "c")],
+        "unknown": [("2-0", "a"), ("3-0", "b"), ("3-5", "?"), ("4-0", "c")],
+    }[case]
     for offset, data in frames:
         _msg(c, offset, "e", data)
     with pytest.raises(AssertionError):
@@ -98,7 +102,7 @@ def test_recovered_false_within_an_epoch_excuses_only_up_to_the_announced_offset
     _msg(c, "2-0", "e", "a")
     _sub(c, "3-0", "e", since=True, recovered=False, session=1)  # e.g. retention dropped 3-0
     _msg(c, "5-0", "e", "d", 1)
-    with pytest.raises(AssertionError, match="LOST 1 .*4-0"):
+    with pytest.raises(AssertionError, match=r"LOST 1 .*4-0"):
         check_no_loss(published, c)
 
 

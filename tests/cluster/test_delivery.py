@@ -25,8 +25,10 @@ async def test_messages_to_users_channels_and_broadcasts_arrive_once_in_order_ac
     urls = [n.ws for n in cluster.nodes]
     users = [f"u{i:02d}" for i in range(20)]
     shared = {"room:lobby": users, "news:feed": users, "room:even": users[0::2], "room:odd": users[1::2]}
-    clients = [ResumingClient(urls, u, [c for c, members in shared.items() if u in members], start=i)
-               for i, u in enumerate(users)]
+    clients = [
+        ResumingClient(urls, u, [c for c, members in shared.items() if u in members], start=i)
+        for i, u in enumerate(users)
+    ]
     endpoints = [r.http for r in cluster.routers] + [n.http for n in cluster.nodes]
     async with running(clients), Publisher(endpoints) as pub:
         assert {c.node for c in clients} == {n.id for n in cluster.nodes}
@@ -46,8 +48,11 @@ async def test_messages_to_users_channels_and_broadcasts_arrive_once_in_order_ac
             for k in range(6):
                 await pub.broadcast(list(shared), {"broadcast": k}, via=k)
 
-        await asyncio.gather(*(to_user(i, u) for i, u in enumerate(users)),
-                             *(to_channel(ci, ch) for ci, ch in enumerate(shared)), broadcasts())
+        await asyncio.gather(
+            *(to_user(i, u) for i, u in enumerate(users)),
+            *(to_channel(ci, ch) for ci, ch in enumerate(shared)),
+            broadcasts(),
+        )
         await pub.resolve()
         assert pub.retries == 0, pub.errors
         published = pub.snapshot()
@@ -98,14 +103,20 @@ async def test_resume_across_nodes(cluster: Cluster) -> None:
     again = await WsClient.open(b.ws, "reader")
     assert again.connected["node"] == b.id
     reply, before = await again.request(
-        {"type": "subscribe", "channel": ch, "since": {"offset": got[-1]["offset"], "epoch": got[-1]["epoch"]}})
+        {"type": "subscribe", "channel": ch, "since": {"offset": got[-1]["offset"], "epoch": got[-1]["epoch"]}}
+    )
     assert (reply["recovered"], reply["missed"], reply["offset"]) == (True, 7, missed[-1]["offset"])
     assert not [f for f in before if f.get("channel") == ch]
     resumed = await again.messages(7, ch)
     assert [(m["offset"], m["data"]) for m in resumed] == [(s["offset"], 5 + i) for i, s in enumerate(missed)]
 
-    reply, _ = await again.request({"type": "subscribe", "channel": "user:reader",
-                                    "since": {"offset": personal["offset"], "epoch": personal["epoch"]}})
+    reply, _ = await again.request(
+        {
+            "type": "subscribe",
+            "channel": "user:reader",
+            "since": {"offset": personal["offset"], "epoch": personal["epoch"]},
+        }
+    )
     assert (reply["recovered"], reply["missed"]) == (True, 3)
     notes = await again.messages(3, "user:reader")
     assert [(m["event"], m["data"]) for m in notes] == [("notification", f"n{i}") for i in (1, 2, 3)]
@@ -119,8 +130,9 @@ async def test_resume_across_nodes(cluster: Cluster) -> None:
 
 async def _open_refused(url: str, user: str) -> tuple[int | None, list[Any]]:
     """Open a connection that the server is expected to close at once: (close code, frames)."""
-    conn = await websockets.connect(f"{url}?token={make_token(user)}", subprotocols=["herald.json"],
-                                    open_timeout=seconds(5), ping_interval=None)
+    conn = await websockets.connect(
+        f"{url}?token={make_token(user)}", subprotocols=["herald.json"], open_timeout=seconds(5), ping_interval=None
+    )
     frames = []
     try:
         async with asyncio.timeout(seconds(5)):
@@ -204,8 +216,12 @@ async def test_presence_who_disconnect_and_chat_cross_nodes(cluster_factory: Any
     await erin_a.close()
 
     async def slot_free_on_b() -> bool:
-        conn = await websockets.connect(f"{b.ws}?token={make_token('erin')}", subprotocols=["herald.json"],
-                                        open_timeout=seconds(5), ping_interval=None)
+        conn = await websockets.connect(
+            f"{b.ws}?token={make_token('erin')}",
+            subprotocols=["herald.json"],
+            open_timeout=seconds(5),
+            ping_interval=None,
+        )
         try:
             async with asyncio.timeout(seconds(5)):
                 first = json.loads(await conn.recv())

@@ -28,8 +28,10 @@ def _clients(cluster: Cluster, n: int = 8) -> list[ResumingClient]:
     """n clients alternating between the nodes, each on half of the channels (every channel is
     watched by clients of both nodes)."""
     urls = [m.ws for m in cluster.nodes]
-    return [ResumingClient(urls, f"load{i}", [c for j, c in enumerate(CHANNELS) if (i // 2 + j) % 2 == 0], start=i)
-            for i in range(n)]
+    return [
+        ResumingClient(urls, f"load{i}", [c for j, c in enumerate(CHANNELS) if (i // 2 + j) % 2 == 0], start=i)
+        for i in range(n)
+    ]
 
 
 def _endpoints(cluster: Cluster) -> list[str]:
@@ -70,7 +72,8 @@ async def test_router_kill_9_under_load_loses_nothing(cluster: Cluster) -> None:
     assert pub.count >= RATE * 4.0 * 0.95
     assert takeover <= LEASE_SECONDS + TAKEOVER_MARGIN, (
         f"the survivor took {takeover:.2f}s to own the dead router's partitions "
-        f"(lease {LEASE_SECONDS}s + {TAKEOVER_MARGIN}s margin)")
+        f"(lease {LEASE_SECONDS}s + {TAKEOVER_MARGIN}s margin)"
+    )
 
 
 async def test_node_kill_9_under_load_clients_resume_on_the_other_node(cluster: Cluster) -> None:
@@ -86,8 +89,11 @@ async def test_node_kill_9_under_load_clients_resume_on_the_other_node(cluster: 
         try:
             await eventually(lambda: pub.count >= 250 or load.done(), 10, "the load to get going")
             await asyncio.to_thread(cluster.kill, victim)
-            await eventually(lambda: all(c.reconnects >= 1 and c.ready for c in on_victim), 10,
-                             "the victim's clients to resume on the other node")
+            await eventually(
+                lambda: all(c.reconnects >= 1 and c.ready for c in on_victim),
+                10,
+                "the victim's clients to resume on the other node",
+            )
             await load
         finally:
             await _stop_load(load)
@@ -98,7 +104,7 @@ async def test_node_kill_9_under_load_clients_resume_on_the_other_node(cluster: 
     for c in on_victim:
         assert c.node == survivor.id, c.summary()
         assert all(log.resumed >= 1 and log.recovered_false == 0 for log in c.logs.values()), c.summary()
-    assert all(c.reconnects == 0 for c in clients if c not in on_victim), [r for r in reports]
+    assert all(c.reconnects == 0 for c in clients if c not in on_victim), list(reports)
 
 
 async def test_router_added_and_removed_under_load_keeps_order(cluster: Cluster) -> None:

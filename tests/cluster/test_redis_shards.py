@@ -44,8 +44,11 @@ async def _restart_shard_while_clients_are_away(cluster: Cluster, lost: int) -> 
         for i, c in enumerate(clients):
             status, body = await cluster.routers[i % 2].aapi("POST", "/api/disconnect", {"user": c.user, "code": 4008})
             assert (status, body) == (200, {"disconnected": 1})
-        await eventually(lambda: all(not c.ready and c.sessions[-1].close_code == 4008 for c in clients), 10,
-                         "every client to be disconnected with 4008")
+        await eventually(
+            lambda: all(not c.ready and c.sessions[-1].close_code == 4008 for c in clients),
+            10,
+            "every client to be disconnected with 4008",
+        )
         await _batch(pub, channels, "away")
 
         await asyncio.to_thread(cluster.kill_shard, lost)
@@ -59,8 +62,13 @@ async def _restart_shard_while_clients_are_away(cluster: Cluster, lost: int) -> 
         published = pub.snapshot()
         await wait_delivered(published, clients, timeout=20)
         reports = [check_no_loss(published, c) for c in clients]
-    return {"clients": clients, "lost": lost_channels, "kept": kept_channels, "reports": reports,
-            "published": published}
+    return {
+        "clients": clients,
+        "lost": lost_channels,
+        "kept": kept_channels,
+        "reports": reports,
+        "published": published,
+    }
 
 
 async def test_redis_shard_restart_without_persistence_reports_not_recovered(cluster: Cluster) -> None:

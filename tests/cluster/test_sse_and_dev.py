@@ -49,8 +49,9 @@ async def test_dev_with_redis_runs_node_and_router_in_one_process() -> None:
         client = await WsClient.open(server.ws, "solo")
         reply, _ = await client.request({"type": "subscribe", "channel": "news:dev-redis"})
         assert reply["type"] == "subscribed"
-        status, body = await asyncio.to_thread(server.api, "POST", "/api/publish",
-                                               {"channel": "news:dev-redis", "data": 1})
+        status, body = await asyncio.to_thread(
+            server.api, "POST", "/api/publish", {"channel": "news:dev-redis", "data": 1}
+        )
         assert status == 200
         msg = (await client.messages(1, "news:dev-redis", timeout=10))[0]
         assert msg["offset"] == body["offset"]

@@ -22,7 +22,7 @@ from tests.redis_server import RedisServer, start_redis
 
 
 def namespaces(scale: float) -> Callable[[str], NamespaceOptions]:
-    """"small" keeps 3 messages for 10 s (scaled); "none" keeps nothing; "jl" has join/leave events."""
+    """ "small" keeps 3 messages for 10 s (scaled); "none" keeps nothing; "jl" has join/leave events."""
     table = {
         "small": NamespaceOptions(history_size=3, history_ttl=10.0 * scale),
         "none": NamespaceOptions(history_size=0, history_ttl=10.0 * scale),
@@ -68,8 +68,9 @@ REDIS_SCALE = 0.1
 async def _redis(servers: list[RedisServer]) -> AsyncIterator[EngineUnderTest]:
     for server in servers:
         server.client().flushall()
-    engine = RedisEngine([s.url for s in servers], partitions=8, options=namespaces(REDIS_SCALE),
-                         idempotency_window=2.0)
+    engine = RedisEngine(
+        [s.url for s in servers], partitions=8, options=namespaces(REDIS_SCALE), idempotency_window=2.0
+    )
     await engine.start()
     router = Router(engine.log, engine, "contract-router", lease_seconds=2.0, block_ms=20)
     await router.start()

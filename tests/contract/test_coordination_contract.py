@@ -82,7 +82,8 @@ async def test_cleanup_of_a_dead_node_removes_what_it_registered(eut: EngineUnde
     assert [p.client for p in await e.presence("jl:room")] == ["c2"]
     await wait_for(lambda: any(isinstance(d, Signal) for d in alive))
     assert [d.frame for d in alive if isinstance(d, Signal)] == [
-        {"type": "leave", "channel": "jl:room", "client": "c1", "user": "alice"}]
+        {"type": "leave", "channel": "jl:room", "client": "c1", "user": "alice"}
+    ]
     if isinstance(e, RedisEngine):  # one process per node: its connection counts go with it
         assert removed["connections"] == 1
         assert await e.user_acquire("alice", "c9", 1)

@@ -42,7 +42,9 @@ async def test_concurrent_publishes_to_one_channel_get_offsets_in_call_order(eng
     assert [m.data["i"] for m in history.messages] == list(range(n - 100, n))  # history keeps the last 100
 
 
-async def test_one_failing_call_fails_alone_and_its_neighbours_succeed(engine: RedisEngine, server: RedisServer) -> None:
+async def test_one_failing_call_fails_alone_and_its_neighbours_succeed(
+    engine: RedisEngine, server: RedisServer
+) -> None:
     p = engine.partition("room:broken")
     server.client().set(keys.hist_key(p, "room:broken"), "not a stream")  # every XADD to it is WRONGTYPE
     calls = [engine.publish(f"room:{i}", i) for i in range(20)]
@@ -55,18 +57,21 @@ async def test_one_failing_call_fails_alone_and_its_neighbours_succeed(engine: R
 
 
 async def test_a_batch_with_known_and_forgotten_scripts_runs_each_call_once(
-        engine: RedisEngine, server: RedisServer) -> None:
+    engine: RedisEngine, server: RedisServer
+) -> None:
     redis = server.client()
     redis.script_flush()  # as after a restart: the shard knows no script...
     await engine.publish("room:warm", 0)  # ...then only the publish script again
     loads = redis.info("commandstats")["cmdstat_script|load"]["calls"]
 
     async def client(i: int) -> None:
-        steps = [lambda: engine.publish(f"room:{i % 7}", {"from": i}),
-                 lambda: engine.subscribe("node-1", f"room:{i % 7}"),
-                 lambda: engine.user_acquire(f"u{i}", f"c{i}", 5),
-                 lambda: engine.presence_add(f"room:{i % 7}", PresenceEntry(f"c{i}", f"u{i}", "node-1", "online", None))]
-        for step in steps[i % 4:] + steps[:i % 4]:  # so each batch mixes the four scripts
+        steps = [
+            lambda: engine.publish(f"room:{i % 7}", {"from": i}),
+            lambda: engine.subscribe("node-1", f"room:{i % 7}"),
+            lambda: engine.user_acquire(f"u{i}", f"c{i}", 5),
+            lambda: engine.presence_add(f"room:{i % 7}", PresenceEntry(f"c{i}", f"u{i}", "node-1", "online", None)),
+        ]
+        for step in steps[i % 4 :] + steps[: i % 4]:  # so each batch mixes the four scripts
             await step()
 
     await asyncio.gather(*(client(i) for i in range(200)))
@@ -91,9 +96,15 @@ async def test_callers_waiting_on_a_dead_shard_get_an_error_not_a_hang() -> None
     try:
         await eng.publish("room:a", 1)
         srv.kill()
-        results = await asyncio.wait_for(asyncio.gather(
-            *(eng.publish("room:a", i) for i in range(50)), eng.history("room:a"),
-            eng.user_acquire("u", "c", 1), return_exceptions=True), timeout=30)
+        results = await asyncio.wait_for(
+            asyncio.gather(
+                *(eng.publish("room:a", i) for i in range(50)),
+                eng.history("room:a"),
+                eng.user_acquire("u", "c", 1),
+                return_exceptions=True,
+            ),
+            timeout=30,
+        )
         assert all(isinstance(r, EngineUnavailable) for r in results), results
         srv.restart()
         assert (await eng.publish("room:a", 2)).channel == "room:a"  # the engine recovers with the shard

@@ -26,8 +26,9 @@ API_KEY = "dev-key"
 # --- admin API and metrics --------------------------------------------------------------------------
 
 
-async def admin(member: Member, method: str, path: str, body: Any = None, *, key: str | None = API_KEY,
-                raw: bytes | None = None) -> tuple[int, Any]:
+async def admin(
+    member: Member, method: str, path: str, body: Any = None, *, key: str | None = API_KEY, raw: bytes | None = None
+) -> tuple[int, Any]:
     return await asyncio.to_thread(member.proc.api, method, path, body, key=key, raw=raw)
 
 
@@ -41,8 +42,9 @@ def members_by_id(doc: dict[str, Any], role: str) -> dict[str, dict[str, Any]]:
     return {m["id"]: m for m in doc["members"] if m["role"] == role}
 
 
-async def wait_doc(control: Member, cond: Callable[[dict[str, Any]], bool], timeout: float, what: str,
-                   interval: float = 0.1) -> dict[str, Any]:
+async def wait_doc(
+    control: Member, cond: Callable[[dict[str, Any]], bool], timeout: float, what: str, interval: float = 0.1
+) -> dict[str, Any]:
     """Poll GET /admin/cluster until `cond(doc)`; return that document. AssertionError (with the
     last document) after `timeout` seconds (scaled)."""
     __tracebackhide__ = True
@@ -57,20 +59,31 @@ async def wait_doc(control: Member, cond: Callable[[dict[str, Any]], bool], time
             if cond(doc):
                 return doc
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {seconds(timeout):.1f}s waiting for {what}; last /admin/cluster: "
-                                 f"{json.dumps(_brief(doc))[:3000]}")
+            raise AssertionError(
+                f"timed out after {seconds(timeout):.1f}s waiting for {what}; last /admin/cluster: "
+                f"{json.dumps(_brief(doc))[:3000]}"
+            )
         await asyncio.sleep(interval)
 
 
 def _brief(doc: dict[str, Any]) -> Any:
     if "members" not in doc:
         return doc
-    return {"leader": doc.get("leader"), "balance": doc.get("balance"),
-            "members": [{k: m.get(k) for k in ("member", "state", "age", "connections", "partitions", "leader",
-                                                "cleaned") if k in m} for m in doc["members"]]}
+    return {
+        "leader": doc.get("leader"),
+        "balance": doc.get("balance"),
+        "members": [
+            {
+                k: m.get(k)
+                for k in ("member", "state", "age", "connections", "partitions", "leader", "cleaned")
+                if k in m
+            }
+            for m in doc["members"]
+        ],
+    }
 
 
-_SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)$')
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)$")
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
 
@@ -209,8 +222,9 @@ def max_rate(times: Sequence[float], window: float = 1.0) -> int:
     return best
 
 
-async def publish_until(pub: Publisher, channels: Sequence[str], rate: float, stop: asyncio.Event,
-                        tag: str = "load") -> None:
+async def publish_until(
+    pub: Publisher, channels: Sequence[str], rate: float, stop: asyncio.Event, tag: str = "load"
+) -> None:
     """Publish to `channels` at `rate` messages/s in total until `stop` is set: one sequential
     loop per channel, so acknowledgement order is offset order."""
     interval = len(channels) / rate
@@ -248,8 +262,13 @@ class Collector:
 
     @classmethod
     async def open(cls, url: str, user: str, **token_kw: Any) -> Collector:
-        conn = await websockets.connect(f"{url}?token={make_token(user, **token_kw)}", subprotocols=["herald.json"],
-                                        open_timeout=seconds(5), ping_interval=None, close_timeout=seconds(2))
+        conn = await websockets.connect(
+            f"{url}?token={make_token(user, **token_kw)}",
+            subprotocols=["herald.json"],
+            open_timeout=seconds(5),
+            ping_interval=None,
+            close_timeout=seconds(2),
+        )
         async with asyncio.timeout(seconds(5)):
             hello = json.loads(await conn.recv())
         assert hello["type"] == "connected", hello
@@ -275,14 +294,16 @@ class Collector:
     def matching(self, pred: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
         return [f for f in self.frames if pred(f)]
 
-    async def wait_for(self, pred: Callable[[dict[str, Any]], bool], timeout: float = 5.0, what: str = "a frame",
-                       count: int = 1) -> list[dict[str, Any]]:
+    async def wait_for(
+        self, pred: Callable[[dict[str, Any]], bool], timeout: float = 5.0, what: str = "a frame", count: int = 1
+    ) -> list[dict[str, Any]]:
         __tracebackhide__ = True
         deadline = time.monotonic() + seconds(timeout)
         while len(found := self.matching(pred)) < count:
             if time.monotonic() > deadline:
-                raise AssertionError(f"{self.client}@{self.node}: no {what} after {seconds(timeout):.1f}s; "
-                                     f"frames: {self.frames[-10:]}")
+                raise AssertionError(
+                    f"{self.client}@{self.node}: no {what} after {seconds(timeout):.1f}s; frames: {self.frames[-10:]}"
+                )
             await asyncio.sleep(0.02)
         return found
 
@@ -327,8 +348,7 @@ def registrations_of(cluster: Cluster, node: str, clients: Iterable[str]) -> lis
         r = shard.client()
         try:
             for key in r.scan_iter(match="subs:*", count=1000):
-                found += [f"shard {i} {_str(key)}: {_str(f)!r}" for f in r.hkeys(key)
-                          if _str(f).endswith("\n" + node)]
+                found += [f"shard {i} {_str(key)}: {_str(f)!r}" for f in r.hkeys(key) if _str(f).endswith("\n" + node)]
             for key in r.scan_iter(match="presence:*", count=1000):
                 found += [f"shard {i} {_str(key)}: {_str(f)}" for f in r.hkeys(key) if _str(f) in clients]
             for key in r.scan_iter(match="presence-exp:*", count=1000):
@@ -369,12 +389,16 @@ def index_entries(cluster: Cluster, node: str) -> int:
 async def wait_indexed(cluster: Cluster, node: str, entries: int, timeout: float = 5.0) -> None:
     """Wait until `node` flushed its cleanup index (presence entries and user connections): what
     a crash right after connecting would miss is only removed by its TTL, by design."""
-    await eventually_true(lambda: asyncio.to_thread(lambda: index_entries(cluster, node) >= entries), timeout,
-                          f"{entries} entries in the cleanup index of {node}")
+    await eventually_true(
+        lambda: asyncio.to_thread(lambda: index_entries(cluster, node) >= entries),
+        timeout,
+        f"{entries} entries in the cleanup index of {node}",
+    )
 
 
-async def check_load(load: asyncio.Task[Any], pub: Publisher,
-                     clients: Sequence[ResumingClient]) -> list[dict[str, Any]]:
+async def check_load(
+    load: asyncio.Task[Any], pub: Publisher, clients: Sequence[ResumingClient]
+) -> list[dict[str, Any]]:
     """After the (stopped) publishing task: every client got every acknowledged message once, in
     order (tests.cluster.checker); returns the per-client reports."""
     assert load.exception() is None, load.exception()

@@ -72,13 +72,19 @@ def _dead_and_cleaned(node_id: str) -> Callable[[dict[str, Any]], bool]:
     def cond(doc: dict[str, Any]) -> bool:
         m = members_by_id(doc, "node").get(node_id)
         return m is not None and m["state"] == "dead" and "cleaned" in m
+
     return cond
 
 
 async def _connect_outcome(url: str, user: str) -> int | str:
     """'connected', or the close code of a connection refused after the upgrade."""
-    conn = await websockets.connect(f"{url}?token={make_token(user)}", subprotocols=["herald.json"],
-                                    open_timeout=seconds(5), ping_interval=None, close_timeout=seconds(2))
+    conn = await websockets.connect(
+        f"{url}?token={make_token(user)}",
+        subprotocols=["herald.json"],
+        open_timeout=seconds(5),
+        ping_interval=None,
+        close_timeout=seconds(2),
+    )
     try:
         async with asyncio.timeout(seconds(5)):
             frame = json.loads(await conn.recv())
@@ -95,14 +101,19 @@ async def _connect_outcome(url: str, user: str) -> int | str:
 
 
 async def test_cluster_view_lists_every_member_with_one_leader_and_a_standby_takes_over(
-        cluster_factory: Callable[..., Cluster]) -> None:
+    cluster_factory: Callable[..., Cluster],
+) -> None:
     """2 nodes, 2 routers, 2 control replicas: GET /admin/cluster lists all six, ready, with their
     role-specific fields; exactly one control is leader and both replicas agree on it; the routers'
     partitions cover every partition once. After kill -9 of the leader the standby holds the lease
     within lease_seconds + a tick, and the dead replica is shown dead."""
-    cluster = cluster_factory(shards=1, routers=2, nodes=2, controls=2,
-                              control_args=("--lease-seconds", str(CONTROL_LEASE),
-                                            "--member-timeout", str(MEMBER_TIMEOUT)))
+    cluster = cluster_factory(
+        shards=1,
+        routers=2,
+        nodes=2,
+        controls=2,
+        control_args=("--lease-seconds", str(CONTROL_LEASE), "--member-timeout", str(MEMBER_TIMEOUT)),
+    )
     first, second = cluster.controls
 
     def complete(doc: dict[str, Any]) -> bool:
@@ -140,14 +151,19 @@ async def test_cluster_view_lists_every_member_with_one_leader_and_a_standby_tak
 
     killed_at = time.monotonic()
     await asyncio.to_thread(cluster.kill, leader)
-    doc = await wait_doc(standby, lambda d: d["leader"] == standby.id, CONTROL_LEASE + SLACK,
-                         "the standby to take the leader lease")
+    doc = await wait_doc(
+        standby, lambda d: d["leader"] == standby.id, CONTROL_LEASE + SLACK, "the standby to take the leader lease"
+    )
     takeover = time.monotonic() - killed_at
     assert members_by_id(doc, "control")[standby.id]["leader"] is True
     assert await metric(standby, "herald_control_leader") == 1
     assert takeover <= seconds(CONTROL_LEASE + SLACK), takeover
-    doc = await wait_doc(standby, lambda d: members_by_id(d, "control")[leader.id]["state"] == "dead",
-                         MEMBER_TIMEOUT + SLACK, "the killed replica to be shown dead")
+    doc = await wait_doc(
+        standby,
+        lambda d: members_by_id(d, "control")[leader.id]["state"] == "dead",
+        MEMBER_TIMEOUT + SLACK,
+        "the killed replica to be shown dead",
+    )
     assert members_by_id(doc, "control")[leader.id]["leader"] is False
     assert _node_state(cluster.nodes[0].id, "ready")(doc) and _node_state(cluster.nodes[1].id, "ready")(doc)
 
@@ -155,15 +171,22 @@ async def test_cluster_view_lists_every_member_with_one_leader_and_a_standby_tak
 # --- crash cleanup ------------------------------------------------------------------------------------
 
 
-async def test_kill_9_of_a_node_is_cleaned_up_with_leave_events(cluster_factory: Callable[..., Cluster],
-                                                                 namespaces: str) -> None:
+async def test_kill_9_of_a_node_is_cleaned_up_with_leave_events(
+    cluster_factory: Callable[..., Cluster], namespaces: str
+) -> None:
     """Clients with presence in a join/leave room on node A; kill -9 A. Within member_timeout + a
     tick the leader marks A dead with its cleanup counts; Redis then holds no subscription field,
     presence entry, user connection, inbox or cleanup index of A (only the tombstone); a client on
     node B in the same room got a `leave` for each of A's clients; the cleanup metrics moved."""
-    cluster = cluster_factory(shards=2, routers=1, nodes=2, controls=1,
-                              node_args=("--config", namespaces), router_args=("--config", namespaces),
-                              control_args=("--config", namespaces, "--member-timeout", str(MEMBER_TIMEOUT)))
+    cluster = cluster_factory(
+        shards=2,
+        routers=1,
+        nodes=2,
+        controls=1,
+        node_args=("--config", namespaces),
+        router_args=("--config", namespaces),
+        control_args=("--config", namespaces, "--member-timeout", str(MEMBER_TIMEOUT)),
+    )
     control = cluster.controls[0]
     node_a, node_b = cluster.nodes
     room = "room:crash"
@@ -175,10 +198,15 @@ async def test_kill_9_of_a_node_is_cleaned_up_with_leave_events(cluster_factory:
             await v.subscribe(room)
             await v.subscribe("room:elsewhere")
         ids = {v.client for v in victims}
-        await watcher.wait_for(lambda f: f["type"] == "join" and f.get("client") in ids, 5,
-                               "join frames of A's clients", count=3)
-        await wait_doc(control, lambda d: members_by_id(d, "node").get(node_a.id, {}).get("connections") == 3,
-                       5, "A's three connections in the view")
+        await watcher.wait_for(
+            lambda f: f["type"] == "join" and f.get("client") in ids, 5, "join frames of A's clients", count=3
+        )
+        await wait_doc(
+            control,
+            lambda d: members_by_id(d, "node").get(node_a.id, {}).get("connections") == 3,
+            5,
+            "A's three connections in the view",
+        )
         await wait_indexed(cluster, node_a.id, 6 + 3)  # 2 presence entries and 1 connection per client
         before = registrations_of(cluster, node_a.id, ids)
         for kind in ("subs:", "presence:", "presence-exp:", "uconn:", "nodeidx:"):
@@ -188,8 +216,9 @@ async def test_kill_9_of_a_node_is_cleaned_up_with_leave_events(cluster_factory:
 
         killed_at = time.monotonic()
         await asyncio.to_thread(cluster.kill, node_a)
-        doc = await wait_doc(control, _dead_and_cleaned(node_a.id), MEMBER_TIMEOUT + SLACK,
-                             "A to be marked dead and cleaned up")
+        doc = await wait_doc(
+            control, _dead_and_cleaned(node_a.id), MEMBER_TIMEOUT + SLACK, "A to be marked dead and cleaned up"
+        )
         took = time.monotonic() - killed_at
         assert took <= seconds(MEMBER_TIMEOUT + SLACK), took
         cleaned = members_by_id(doc, "node")[node_a.id]["cleaned"]
@@ -199,8 +228,9 @@ async def test_kill_9_of_a_node_is_cleaned_up_with_leave_events(cluster_factory:
 
         assert registrations_of(cluster, node_a.id, ids) == []
         assert has_key(cluster, keys.cleaned_key(node_a.id)), "no tombstone for a paused node to find"
-        leaves = await watcher.wait_for(lambda f: f["type"] == "leave" and f.get("client") in ids, 5,
-                                        "leave frames of A's clients", count=3)
+        leaves = await watcher.wait_for(
+            lambda f: f["type"] == "leave" and f.get("client") in ids, 5, "leave frames of A's clients", count=3
+        )
         assert {f["client"] for f in leaves} == ids and all(f["channel"] == room for f in leaves), leaves
         assert {f["user"] for f in leaves} == {f"victim{i}" for i in range(3)}, leaves
         status, presence = await admin(cluster.routers[0], "GET", f"/api/presence/{room}")
@@ -217,15 +247,22 @@ async def test_kill_9_of_a_node_is_cleaned_up_with_leave_events(cluster_factory:
 
 
 async def test_a_paused_node_is_cleaned_up_then_registers_again_and_its_clients_resume(
-        cluster_factory: Callable[..., Cluster], namespaces: str) -> None:
+    cluster_factory: Callable[..., Cluster], namespaces: str
+) -> None:
     """SIGSTOP node A for longer than member_timeout: control cleans it up like a crashed node
     (leave events, registrations gone). A message published meanwhile is not routed to A. After
     SIGCONT, A's next heartbeat finds the tombstone: A registers again and asks its clients to
     reconnect (advisory + 1012); a resuming client of A gets the message it missed exactly once,
     then the live ones, through A itself."""
-    cluster = cluster_factory(shards=1, routers=1, nodes=2, controls=1,
-                              node_args=("--config", namespaces), router_args=("--config", namespaces),
-                              control_args=("--config", namespaces, "--member-timeout", str(MEMBER_TIMEOUT)))
+    cluster = cluster_factory(
+        shards=1,
+        routers=1,
+        nodes=2,
+        controls=1,
+        node_args=("--config", namespaces),
+        router_args=("--config", namespaces),
+        control_args=("--config", namespaces, "--member-timeout", str(MEMBER_TIMEOUT)),
+    )
     control, router = cluster.controls[0], cluster.routers[0]
     node_a, node_b = cluster.nodes
     room = "room:pause"
@@ -245,26 +282,35 @@ async def test_a_paused_node_is_cleaned_up_then_registers_again_and_its_clients_
     try:
         async with running([sleeper]):
             await publish("before")
-            status, presence = await admin(router, "GET", f"/api/presence/{room}")
+            _status, presence = await admin(router, "GET", f"/api/presence/{room}")
             first_client = next(c["client"] for c in presence["clients"] if c["user"] == "sleeper")
             await wait_indexed(cluster, node_a.id, 2)
 
             os.kill(pid, signal.SIGSTOP)
-            await wait_doc(control, _dead_and_cleaned(node_a.id), MEMBER_TIMEOUT + SLACK,
-                           "the paused node cleaned up")
+            await wait_doc(control, _dead_and_cleaned(node_a.id), MEMBER_TIMEOUT + SLACK, "the paused node cleaned up")
             assert registrations_of(cluster, node_a.id, {first_client}) == []
-            await watcher.wait_for(lambda f: f["type"] == "leave" and f.get("client") == first_client, 5,
-                                   "the paused client's leave")
+            await watcher.wait_for(
+                lambda f: f["type"] == "leave" and f.get("client") == first_client, 5, "the paused client's leave"
+            )
             missed = await publish("while-paused")
             await watcher.wait_for(lambda f: f.get("offset") == missed.offset, 5, "the message on B")
             resumed_wall = time.time()
             os.kill(pid, signal.SIGCONT)
 
-            await wait_doc(control, lambda d: _node_state(node_a.id, "ready")(d)
-                           and members_by_id(d, "node")[node_a.id]["last_seen"] >= resumed_wall,
-                           SLACK + 1, "A to heartbeat again as ready")
-            await eventually_true(lambda: sleeper.reconnects >= 1 and sleeper.ready, 10,
-                                  "the paused node's client to reconnect and resume")
+            await wait_doc(
+                control,
+                lambda d: (
+                    _node_state(node_a.id, "ready")(d)
+                    and members_by_id(d, "node")[node_a.id]["last_seen"] >= resumed_wall
+                ),
+                SLACK + 1,
+                "A to heartbeat again as ready",
+            )
+            await eventually_true(
+                lambda: sleeper.reconnects >= 1 and sleeper.ready,
+                10,
+                "the paused node's client to reconnect and resume",
+            )
             assert sleeper.sessions[0].close_code == 1012, sleeper.summary()
             assert [a["reason"] for a in sleeper.sessions[0].advisories] == ["rebalance"], sleeper.sessions[0]
             assert sleeper.node == node_a.id
@@ -290,19 +336,24 @@ async def test_admin_api_errors_have_the_contract_shape(cluster_factory: Callabl
     """401 without or with a wrong key (every admin endpoint), 404 for an unknown node, 400 for a
     bad drain window or body, 409 to drain a dead node — each as {"error":{"code","message"}};
     none of them counts as a drain request. A good request then answers 202."""
-    cluster = cluster_factory(shards=1, routers=0, nodes=2, controls=1,
-                              control_args=("--member-timeout", str(MEMBER_TIMEOUT)))
+    cluster = cluster_factory(
+        shards=1, routers=0, nodes=2, controls=1, control_args=("--member-timeout", str(MEMBER_TIMEOUT))
+    )
     control = cluster.controls[0]
     live, doomed = cluster.nodes
     await wait_doc(control, lambda d: all(_node_state(n.id, "ready")(d) for n in cluster.nodes), 5, "both nodes")
 
-    for method, path in (("GET", "/admin/cluster"), ("POST", f"/admin/nodes/{live.id}/drain"),
-                         ("POST", "/admin/rebalance")):
+    for method, path in (
+        ("GET", "/admin/cluster"),
+        ("POST", f"/admin/nodes/{live.id}/drain"),
+        ("POST", "/admin/rebalance"),
+    ):
         for key in (None, "wrong-key", ""):
             status, body = await admin(control, method, path, key=key)
             _error_shape(status, body, 401, "unauthorized")
-        status, body = await asyncio.to_thread(control.proc.api, method, path, None, key=None,
-                                               headers={"Authorization": "Bearer dev-key"})
+        status, body = await asyncio.to_thread(
+            control.proc.api, method, path, None, key=None, headers={"Authorization": "Bearer dev-key"}
+        )
         _error_shape(status, body, 401, "unauthorized")
     assert (await admin(live, "GET", "/readyz", key=None))[0] == 200  # none of that drained it
 
@@ -339,14 +390,20 @@ async def test_admin_api_errors_have_the_contract_shape(cluster_factory: Callabl
 
 
 async def test_per_user_limit_holds_across_nodes_and_a_dead_nodes_connections_stop_counting(
-        cluster_factory: Callable[..., Cluster]) -> None:
+    cluster_factory: Callable[..., Cluster],
+) -> None:
     """--max-connections-per-user 2, one connection of the user on each node: a third is refused
     with 4029 on either node, and only the refusing node's herald_limit_refusals_total
     {reason="user_limit"} moves. After kill -9 of node A its connection still counts (a crash
     releases nothing) until control cleaned A up; then the user may connect again on B."""
-    cluster = cluster_factory(shards=1, routers=1, nodes=2, controls=1,
-                              node_args=("--max-connections-per-user", "2"),
-                              control_args=("--member-timeout", str(MEMBER_TIMEOUT)))
+    cluster = cluster_factory(
+        shards=1,
+        routers=1,
+        nodes=2,
+        controls=1,
+        node_args=("--max-connections-per-user", "2"),
+        control_args=("--member-timeout", str(MEMBER_TIMEOUT)),
+    )
     control = cluster.controls[0]
     node_a, node_b = cluster.nodes
     user = "limited"

@@ -37,8 +37,7 @@ from .support import (
 
 RATIO = 0.2
 INTERVAL = 1.5
-REBALANCE_ARGS = ("--rebalance-interval", str(INTERVAL), "--rebalance-ratio", str(RATIO),
-                  "--rebalance-min-mean", "5")
+REBALANCE_ARGS = ("--rebalance-interval", str(INTERVAL), "--rebalance-ratio", str(RATIO), "--rebalance-min-mean", "5")
 
 
 def _state(node_id: str, *states: str) -> Callable[[dict[str, Any]], bool]:
@@ -47,10 +46,16 @@ def _state(node_id: str, *states: str) -> Callable[[dict[str, Any]], bool]:
 
 def _balanced(nodes: int, connections: int) -> Callable[[dict[str, Any]], bool]:
     """`nodes` ready nodes holding `connections` in all, each some, the spread within the bound."""
+
     def cond(doc: dict[str, Any]) -> bool:
         ready = [m for m in doc["members"] if m["role"] == "node" and m["state"] == "ready"]
-        return (len(ready) == nodes and sum(m["connections"] for m in ready) == connections
-                and all(m["connections"] > 0 for m in ready) and doc["balance"]["spread"] <= RATIO + 1e-9)
+        return (
+            len(ready) == nodes
+            and sum(m["connections"] for m in ready) == connections
+            and all(m["connections"] > 0 for m in ready)
+            and doc["balance"]["spread"] <= RATIO + 1e-9
+        )
+
     return cond
 
 
@@ -68,8 +73,13 @@ def _rebalance_log(cluster: Cluster) -> str:
                     entry = json.loads(line)
                 except ValueError:
                     continue
-                lines.append((entry.get("timestamp", ""), m.id, {k: v for k, v in entry.items()
-                                                                  if k not in ("timestamp", "level")}))
+                lines.append(
+                    (
+                        entry.get("timestamp", ""),
+                        m.id,
+                        {k: v for k, v in entry.items() if k not in ("timestamp", "level")},
+                    )
+                )
     return "\n".join(f"{t} {who} {e}" for t, who, e in sorted(lines))
 
 
@@ -95,8 +105,9 @@ async def test_rolling_drain_of_every_node_under_load_loses_nothing(cluster_fact
     window = 1.5
     drains: list[tuple[str, int, float, float]] = []  # node, its connections, drain ordered, drained
     async with NodePicker(cluster) as picker:
-        clients = [PickingClient(picker, f"roll{i}", [ROLL_CHANNELS[i % 6], ROLL_CHANNELS[(i + 1) % 6]])
-                   for i in range(60)]
+        clients = [
+            PickingClient(picker, f"roll{i}", [ROLL_CHANNELS[i % 6], ROLL_CHANNELS[(i + 1) % 6]]) for i in range(60)
+        ]
         async with running(clients), Publisher([r.http for r in cluster.routers]) as pub:
             assert sorted(sum(c.node == n.id for c in clients) for n in cluster.nodes) == [20, 20, 20]
             stop = asyncio.Event()
@@ -109,8 +120,11 @@ async def test_rolling_drain_of_every_node_under_load_loses_nothing(cluster_fact
                     ordered = time.monotonic()
                     status, body = await admin(control, "POST", f"/admin/nodes/{node.id}/drain", {"window": window})
                     assert (status, body) == (202, {"node": node.id, "state": "draining", "window": window})
-                    await eventually(lambda: all(c.node != node.id and c.ready for c in on_node), window + 5,
-                                     f"{node.id}'s clients to resume elsewhere")
+                    await eventually(
+                        lambda: all(c.node != node.id and c.ready for c in on_node),
+                        window + 5,
+                        f"{node.id}'s clients to resume elsewhere",
+                    )
                     await wait_doc(control, _state(node.id, "drained"), 5, f"{node.id} shown drained")
                     drains.append((node.id, len(on_node), ordered, time.monotonic()))
                     assert await _readyz(node) == 503
@@ -136,11 +150,14 @@ async def test_rolling_drain_of_every_node_under_load_loses_nothing(cluster_fact
         during = [t for t in reconnects if ordered <= t <= drained + 1.0]
         assert len(during) >= conns, (node_id, conns, len(during))
         limit = 2 * conns / window + 3
-        print(f"{node_id}: {conns} connections drained in {drained - ordered:.1f}s, "
-              f"at most {max_rate(during)} reconnects/s (limit {limit:.0f})")
+        print(
+            f"{node_id}: {conns} connections drained in {drained - ordered:.1f}s, "
+            f"at most {max_rate(during)} reconnects/s (limit {limit:.0f})"
+        )
         assert max_rate(during) <= limit, (
             f"{node_id}: {max_rate(during)} reconnects within one second, over {limit:.0f} "
-            f"({conns} connections drained over {window}s)")
+            f"({conns} connections drained over {window}s)"
+        )
 
 
 # --- rebalancing after scale-out --------------------------------------------------------------------
@@ -155,17 +172,21 @@ async def _until_rounds_stop(control: Member, timeout: float) -> dict[str, Any]:
     while True:
         rounds = await metric(control, "herald_control_rebalance_rounds_total")
         first = await cluster_doc(control)
-        doc = await wait_doc(control, lambda d: d["now"] >= first["now"] + 2 * INTERVAL, 3 * INTERVAL + 2,
-                             "two rebalancing intervals")
-        if await metric(control, "herald_control_rebalance_rounds_total") == rounds and \
-                doc["balance"]["spread"] <= RATIO + 1e-9:
+        doc = await wait_doc(
+            control, lambda d: d["now"] >= first["now"] + 2 * INTERVAL, 3 * INTERVAL + 2, "two rebalancing intervals"
+        )
+        if (
+            await metric(control, "herald_control_rebalance_rounds_total") == rounds
+            and doc["balance"]["spread"] <= RATIO + 1e-9
+        ):
             return doc
         if time.monotonic() > deadline:
             raise AssertionError(f"rebalancing rounds never stopped: {_placement(doc)}")
 
 
 async def test_scale_out_rebalances_connections_onto_the_new_node_without_loss(
-        cluster_factory: Callable[..., Cluster]) -> None:
+    cluster_factory: Callable[..., Cluster],
+) -> None:
     """80 clients on 2 nodes under a 40 msg/s load; a 3rd node joins (it gets no existing
     connection by itself). Control (--rebalance-interval 1.5, ratio 0.2, min mean 5) asks the busy
     nodes to shed with `rebalance` advisories until the spread in /admin/cluster is ≤ 0.2; no
@@ -207,19 +228,24 @@ async def test_scale_out_rebalances_connections_onto_the_new_node_without_loss(
     assert await metric(control, "herald_control_rebalance_rounds_total") >= 1
     assert await metric(control, "herald_control_connection_spread") <= RATIO + 1e-9
     moved = [c for c in clients if c.reconnects]
-    assert moved and all(s.close_code == 1012 and [a["reason"] for a in s.advisories] == ["rebalance"]
-                         for c in moved for s in c.sessions[:-1]), [c.summary() for c in moved]
+    assert moved and all(
+        s.close_code == 1012 and [a["reason"] for a in s.advisories] == ["rebalance"]
+        for c in moved
+        for s in c.sessions[:-1]
+    ), [c.summary() for c in moved]
     print(f"balanced {took:.1f}s after the scale-out: {_placement(doc)}; shed {shed}, {len(moved)} clients moved")
 
 
 async def test_rebalance_on_request_converges_when_automatic_rebalancing_is_off(
-        cluster_factory: Callable[..., Cluster]) -> None:
+    cluster_factory: Callable[..., Cluster],
+) -> None:
     """--auto-rebalance false, two control replicas: after scale-out nothing moves on its own; POST
     /admin/rebalance answers 202 with the first round's plan and keeps going one round per
     interval until the spread is within bounds; meanwhile the other replica answers 409 (the
     round lease is taken); once balanced, the request answers 200 balanced."""
-    cluster = cluster_factory(shards=1, routers=1, nodes=2, controls=2,
-                              control_args=("--auto-rebalance", "false", *REBALANCE_ARGS))
+    cluster = cluster_factory(
+        shards=1, routers=1, nodes=2, controls=2, control_args=("--auto-rebalance", "false", *REBALANCE_ARGS)
+    )
     first, second = cluster.controls
     n = 60
     async with NodePicker(cluster) as picker:
@@ -229,8 +255,9 @@ async def test_rebalance_on_request_converges_when_automatic_rebalancing_is_off(
             third = await cluster.add_node_async()
             seen = await wait_doc(first, lambda d: _state(third.id, "ready")(d), 5, "the new node")
             await wait_doc(second, lambda d: _state(third.id, "ready")(d), 5, "the new node (second replica)")
-            doc = await wait_doc(first, lambda d: d["now"] >= seen["now"] + 2 * INTERVAL, 3 * INTERVAL + 2,
-                                 "two rebalancing intervals")
+            doc = await wait_doc(
+                first, lambda d: d["now"] >= seen["now"] + 2 * INTERVAL, 3 * INTERVAL + 2, "two rebalancing intervals"
+            )
             assert _placement(doc) == {cluster.nodes[0].id: 30, cluster.nodes[1].id: 30, third.id: 0}
             assert doc["balance"]["spread"] == 0.5
             for c in (first, second):
@@ -244,8 +271,9 @@ async def test_rebalance_on_request_converges_when_automatic_rebalancing_is_off(
             status, busy = await admin(second, "POST", "/admin/rebalance")
             assert status == 409 and busy["error"]["code"] == "conflict" and busy["error"]["message"], busy
 
-            await eventually(lambda: '"control.rebalance.done"' in first.proc.output(), 25,
-                             "the requested rebalancing to finish")
+            await eventually(
+                lambda: '"control.rebalance.done"' in first.proc.output(), 25, "the requested rebalancing to finish"
+            )
             try:
                 doc = await wait_doc(first, _balanced(3, n), 5, "the spread within 0.2 on 3 nodes")
             except AssertionError as exc:
@@ -268,8 +296,17 @@ async def _herald_drain(url: str, key: str | None) -> tuple[int, str, str, float
     env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
     if key is not None:
         env["HERALD_API_KEY"] = key
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "herald", "drain", "--url", url, env=env,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "herald",
+        "drain",
+        "--url",
+        url,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     async with asyncio.timeout(seconds(20)):
         out, err = await proc.communicate()
     assert proc.returncode is not None
@@ -277,7 +314,8 @@ async def _herald_drain(url: str, key: str | None) -> tuple[int, str, str, float
 
 
 async def test_node_drain_wait_and_herald_drain_cli_return_once_the_node_is_empty(
-        cluster_factory: Callable[..., Cluster]) -> None:
+    cluster_factory: Callable[..., Cluster],
+) -> None:
     """`herald drain --url` (the preStop hook) and POST /admin/drain?wait=1&window=S answer only
     when every client is gone (each got a `drain` advisory and 1012): exit code 0 with
     {"state":"drained","closed":n,"left":0}; readiness is 503 afterwards. A wrong key gets 401
@@ -305,8 +343,11 @@ async def test_node_drain_wait_and_herald_drain_cli_return_once_the_node_is_empt
         assert await _readyz(cli_node) == 503
         assert await metric(cli_node, "herald_drains_total") == 1
 
-        for path, key in (("/admin/drain?wait=1&window=abc", "dev-key"), ("/admin/drain?wait=1&window=-1", "dev-key"),
-                          ("/admin/drain?wait=1&window=3601", "dev-key")):
+        for path, key in (
+            ("/admin/drain?wait=1&window=abc", "dev-key"),
+            ("/admin/drain?wait=1&window=-1", "dev-key"),
+            ("/admin/drain?wait=1&window=3601", "dev-key"),
+        ):
             status, body = await admin(http_node, "POST", path, key=key)
             assert status == 400 and body["error"]["code"] == "bad_request", (path, status, body)
         for key in (None, "wrong-key"):

@@ -46,8 +46,9 @@ class Cluster:
         if node not in self.orders:
             self.orders[node] = []
             await self.engine.attach(node, lambda items, n=node: self._record(n, items))
-        await self.engine.heartbeat(f"node:{node}", {"role": "node", "id": node, "state": state,
-                                                     "connections": {"ws": connections, "sse": 0}})
+        await self.engine.heartbeat(
+            f"node:{node}", {"role": "node", "id": node, "state": state, "connections": {"ws": connections, "sse": 0}}
+        )
 
     def _record(self, node: str, items: Sequence[Delivery]) -> None:
         self.orders[node].extend(i for i in items if isinstance(i, Order))
@@ -198,7 +199,8 @@ async def test_a_round_is_not_planned_again_from_reports_older_than_the_previous
     second = await control.rebalance_round()
     assert c.sheds("a") == [10] and c.sheds("b") == [10], (
         f"the second round ({second}) re-ordered the first round's sheds from the same pre-shed reports: "
-        f"a {c.sheds('a')}, b {c.sheds('b')}")
+        f"a {c.sheds('a')}, b {c.sheds('b')}"
+    )
 
 
 async def test_a_requested_rebalance_does_not_stop_on_reports_taken_while_clients_were_moving() -> None:
@@ -222,8 +224,10 @@ async def test_a_requested_rebalance_does_not_stop_on_reports_taken_while_client
     assert control.latest["balance"]["spread"] > control.settings.rebalance_ratio
     await asyncio.sleep(0.2)  # a campaign still running would now shed from b
     try:
-        assert c.sheds("b")[1:], ("the requested rebalancing ended on reports taken while clients were moving; "
-                                  f"now {control.view.nodes(c.clock())}, spread "
-                                  f"{control.latest['balance']['spread']} > {control.settings.rebalance_ratio}")
+        assert c.sheds("b")[1:], (
+            "the requested rebalancing ended on reports taken while clients were moving; "
+            f"now {control.view.nodes(c.clock())}, spread "
+            f"{control.latest['balance']['spread']} > {control.settings.rebalance_ratio}"
+        )
     finally:
         await control.stop()

@@ -73,8 +73,9 @@ async def test_a_view_over_the_message_size_goes_out_without_its_members_with_on
     engine = MemoryEngine(clock=clock)
     control = Control(engine, ControlSettings(max_message_size=2_000, auto_rebalance=False), "one", clock=clock)
     for i in range(10):
-        await engine.heartbeat(f"node:n{i}", {"role": "node", "id": f"n{i}", "state": "ready",
-                                              "connections": {"ws": i, "sse": 0}})
+        await engine.heartbeat(
+            f"node:n{i}", {"role": "node", "id": f"n{i}", "state": "ready", "connections": {"ws": i, "sse": 0}}
+        )
     with capture_logs() as logs:
         for _ in range(3):
             await control.tick()
@@ -85,7 +86,8 @@ async def test_a_view_over_the_message_size_goes_out_without_its_members_with_on
         assert view["trimmed"] is True and view["members"] == [] and len(json.dumps(view)) <= 2_000
         assert view["totals"]["connections"] == sum(range(10)) and view["leader"] == "one"
     assert [e for e in logs if e["event"] == "control.view.trimmed"] == [
-        {"event": "control.view.trimmed", "log_level": "warning", "members": 11, "limit": 2_000}]
+        {"event": "control.view.trimmed", "log_level": "warning", "members": 11, "limit": 2_000}
+    ]
 
 
 # --- the token endpoint, CSP and client.js (app.py) ---------------------------------------------------
@@ -108,7 +110,9 @@ async def _token(client: TestClient[web.Request, web.Application], **headers: st
     return resp.status, await resp.json()
 
 
-async def test_the_token_needs_the_api_key_or_a_session(control_client: TestClient[web.Request, web.Application]) -> None:
+async def test_the_token_needs_the_api_key_or_a_session(
+    control_client: TestClient[web.Request, web.Application],
+) -> None:
     assert (await _token(control_client))[0] == 401
     status, body = await _token(control_client, Authorization="apikey wrong")
     assert status == 401 and body["error"]["code"] == "unauthorized"
@@ -119,20 +123,27 @@ async def test_the_token_needs_the_api_key_or_a_session(control_client: TestClie
 
 
 async def test_the_token_may_only_subscribe_to_the_cluster_channel_for_ten_minutes(
-        control_client: TestClient[web.Request, web.Application]) -> None:
+    control_client: TestClient[web.Request, web.Application],
+) -> None:
     resp = await control_client.get("/dashboard/token", headers={"Authorization": f"apikey {KEY}"})
     body = await resp.json()
     assert resp.headers["Cache-Control"] == "no-store"
     assert body["url"] == FEED_URL and body["channel"] == CLUSTER_CHANNEL == "herald:cluster"
     claims = jwt.decode(body["token"], SECRET, algorithms=["HS256"])
-    assert claims == {"sub": DASHBOARD_USER, "iat": claims["iat"], "exp": body["exp"],
-                      "channels": ["herald:cluster"], "publish": []}
+    assert claims == {
+        "sub": DASHBOARD_USER,
+        "iat": claims["iat"],
+        "exp": body["exp"],
+        "channels": ["herald:cluster"],
+        "publish": [],
+    }
     assert claims["exp"] - claims["iat"] == TOKEN_TTL == 600 and abs(claims["iat"] - time.time()) < 60
 
 
 @pytest.mark.parametrize("control_client", [{"jwt_audience": "app", "jwt_issuer": "https://auth"}], indirect=True)
 async def test_the_token_carries_the_configured_audience_and_issuer(
-        control_client: TestClient[web.Request, web.Application]) -> None:
+    control_client: TestClient[web.Request, web.Application],
+) -> None:
     _, body = await _token(control_client, Authorization=f"apikey {KEY}")
     config = _config(jwt_audience="app", jwt_issuer="https://auth")
     principal = Authenticator(config.jwt).verify(body["token"], time.time())  # what a node checks
@@ -140,13 +151,19 @@ async def test_the_token_carries_the_configured_audience_and_issuer(
     assert not principal.may_subscribe("herald:other") and not principal.may_publish("herald:cluster")
 
 
-@pytest.mark.parametrize(("control_client", "reason"), [
-    ({"jwt_algorithm": "ES256", "jwt_secret": None, "jwt_public_key": "es256.pem"}, "cannot sign ES256"),
-    ({"jwt_algorithm": "RS256", "jwt_secret": None, "jwks_file": "jwks.json"}, "cannot sign RS256"),
-    ({"dashboard_url": None}, "no --dashboard-url"),
-], indirect=["control_client"], ids=["es256", "rs256", "no-url"])
+@pytest.mark.parametrize(
+    ("control_client", "reason"),
+    [
+        ({"jwt_algorithm": "ES256", "jwt_secret": None, "jwt_public_key": "es256.pem"}, "cannot sign ES256"),
+        ({"jwt_algorithm": "RS256", "jwt_secret": None, "jwks_file": "jwks.json"}, "cannot sign RS256"),
+        ({"dashboard_url": None}, "no --dashboard-url"),
+    ],
+    indirect=["control_client"],
+    ids=["es256", "rs256", "no-url"],
+)
 async def test_without_a_signing_key_or_a_url_the_answer_says_why_and_the_csp_stays_on_self(
-        control_client: TestClient[web.Request, web.Application], reason: str) -> None:
+    control_client: TestClient[web.Request, web.Application], reason: str
+) -> None:
     status, body = await _token(control_client, Authorization=f"apikey {KEY}")
     assert status == 200 and body["token"] is None and reason in body["reason"]
     assert body["channel"] == "herald:cluster" and "exp" not in body
@@ -154,12 +171,18 @@ async def test_without_a_signing_key_or_a_url_the_answer_says_why_and_the_csp_st
     assert page.headers["Content-Security-Policy"].endswith("; connect-src 'self'")
 
 
-@pytest.mark.parametrize(("control_client", "sources"), [
-    ({}, "'self' https://herald.example.com wss://herald.example.com"),
-    ({"dashboard_url": "http://10.0.0.5:8000"}, "'self' http://10.0.0.5:8000 ws://10.0.0.5:8000"),
-], indirect=["control_client"], ids=["https", "http"])
+@pytest.mark.parametrize(
+    ("control_client", "sources"),
+    [
+        ({}, "'self' https://herald.example.com wss://herald.example.com"),
+        ({"dashboard_url": "http://10.0.0.5:8000"}, "'self' http://10.0.0.5:8000 ws://10.0.0.5:8000"),
+    ],
+    indirect=["control_client"],
+    ids=["https", "http"],
+)
 async def test_the_dashboard_csp_admits_the_feed_url_and_control_serves_client_js(
-        control_client: TestClient[web.Request, web.Application], sources: str) -> None:
+    control_client: TestClient[web.Request, web.Application], sources: str
+) -> None:
     page = await control_client.get("/dashboard")
     csp = dict(d.strip().split(" ", 1) for d in page.headers["Content-Security-Policy"].split(";"))
     assert csp["connect-src"] == sources and csp["script-src"].startswith("'self'")
@@ -170,7 +193,9 @@ async def test_the_dashboard_csp_admits_the_feed_url_and_control_serves_client_j
 
 
 def test_the_dashboard_url_is_an_option_of_its_own_and_must_be_http() -> None:
-    config = load_node_config({}, {"HERALD_DASHBOARD_URL": FEED_URL, "HERALD_API_KEY": KEY, "HERALD_JWT_SECRET": SECRET})
+    config = load_node_config(
+        {}, {"HERALD_DASHBOARD_URL": FEED_URL, "HERALD_API_KEY": KEY, "HERALD_JWT_SECRET": SECRET}
+    )
     assert config.dashboard_url == FEED_URL
     for bad in ("wss://herald.example.com", "herald.example.com", "https://a b", "https://x;script-src *"):
         with pytest.raises(ConfigError, match="--dashboard-url"):
@@ -190,8 +215,9 @@ def herald() -> Iterator[HeraldProcess]:
 async def test_a_dashboard_token_receives_the_cluster_view_and_is_refused_anything_else(herald: HeraldProcess) -> None:
     status, body = herald.api("GET", "/dashboard/token")
     assert status == 200 and body["url"] is None  # herald dev: the page's own origin
-    conn = await websockets.connect(f"{herald.ws}?token={body['token']}", subprotocols=["herald.json"],
-                                    open_timeout=seconds(10))
+    conn = await websockets.connect(
+        f"{herald.ws}?token={body['token']}", subprotocols=["herald.json"], open_timeout=seconds(10)
+    )
     client = WsClient(conn)
     try:
         connected = await client.recv()
@@ -200,10 +226,12 @@ async def test_a_dashboard_token_receives_the_cluster_view_and_is_refused_anythi
         assert reply["type"] == "subscribed"
         (view,) = await client.messages(1, "herald:cluster", timeout=5.0)
         assert {m["role"] for m in view["data"]["members"]} == {"node", "control"} and view["data"]["leader"]
-        for request in ({"type": "subscribe", "channel": "room:lobby"},
-                        {"type": "subscribe", "channel": "herald:other"},
-                        {"type": "publish", "channel": "herald:cluster", "data": {"forged": True}},
-                        {"type": "publish", "channel": "room:lobby", "data": "hi"}):
+        for request in (
+            {"type": "subscribe", "channel": "room:lobby"},
+            {"type": "subscribe", "channel": "herald:other"},
+            {"type": "publish", "channel": "herald:cluster", "data": {"forged": True}},
+            {"type": "publish", "channel": "room:lobby", "data": "hi"},
+        ):
             reply, _ = await client.request(request)
             assert reply["type"] == "error" and reply["code"] == 403, (request, reply)
         reply, _ = await client.request({"type": "ping"})

@@ -62,8 +62,9 @@ def test_no_plan_when_moving_one_connection_cannot_help() -> None:
 
 @settings(max_examples=400, deadline=None)
 @given(clusters, ratios, caps, min_means)
-def test_a_plan_sheds_at_most_each_nodes_excess_over_the_mean(conns: dict[str, int], ratio: float, cap: int,
-                                                              min_mean: float) -> None:
+def test_a_plan_sheds_at_most_each_nodes_excess_over_the_mean(
+    conns: dict[str, int], ratio: float, cap: int, min_mean: float
+) -> None:
     """Property: a node sheds ≥ 1 and ≤ max_per_node, never more than its excess over the mean (so
     no shedding node ends below the mean), and nodes at or below the bound are never asked."""
     shed = plan(conns, ratio=ratio, max_per_node=cap, min_mean=min_mean)
@@ -77,16 +78,16 @@ def test_a_plan_sheds_at_most_each_nodes_excess_over_the_mean(conns: dict[str, i
 
 @settings(max_examples=400, deadline=None)
 @given(clusters, ratios, caps, min_means)
-def test_an_empty_plan_means_balanced_too_small_or_nothing_to_gain(conns: dict[str, int], ratio: float, cap: int,
-                                                                   min_mean: float) -> None:
+def test_an_empty_plan_means_balanced_too_small_or_nothing_to_gain(
+    conns: dict[str, int], ratio: float, cap: int, min_mean: float
+) -> None:
     """Property: a plan is empty only when the spread is within the ratio, the mean is below
     min_mean, there is one node, or the busiest node is already at ceil(mean); otherwise the
     busiest node is always in the plan."""
     shed = plan(conns, ratio=ratio, max_per_node=cap, min_mean=min_mean)
     mean = sum(conns.values()) / len(conns)
     busiest = max(conns.values())
-    unbalanced = (len(conns) >= 2 and mean >= min_mean and spread(conns) > ratio
-                  and busiest - math.ceil(mean) > 0)
+    unbalanced = len(conns) >= 2 and mean >= min_mean and spread(conns) > ratio and busiest - math.ceil(mean) > 0
     assert bool(shed) == unbalanced
     if shed:
         assert any(conns[n] == busiest for n in shed)
@@ -102,10 +103,12 @@ def _land_on_least_loaded(conns: dict[str, int], shed: dict[str, int]) -> dict[s
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.dictionaries(st.sampled_from([f"n{i}" for i in range(6)]), st.integers(0, 200), min_size=2),
-       ratios, st.integers(1, 50))
-def test_repeated_rounds_converge_with_a_least_loaded_balancer(conns: dict[str, int], ratio: float,
-                                                               cap: int) -> None:
+@given(
+    st.dictionaries(st.sampled_from([f"n{i}" for i in range(6)]), st.integers(0, 200), min_size=2),
+    ratios,
+    st.integers(1, 50),
+)
+def test_repeated_rounds_converge_with_a_least_loaded_balancer(conns: dict[str, int], ratio: float, cap: int) -> None:
     """Property: with shed connections landing on the least-loaded node, each round lowers the
     excess above ceil(mean) by what it shed, so rounds stop (empty plan) within that many rounds,
     and the total number of connections never changes."""

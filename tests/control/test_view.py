@@ -14,16 +14,28 @@ from herald.control.view import STATES, ClusterView, percentile
 BOUNDS = [0.001, 0.005, 0.01, 0.05, 0.1]
 
 
-def node(state: str = "ready", ws: int = 0, sse: int = 0, counters: dict[str, float] | None = None,
-         latency: list[int] | None = None, **extra: Any) -> dict[str, Any]:
-    status: dict[str, Any] = {"role": "node", "state": state, "connections": {"ws": ws, "sse": sse},
-                              "counters": counters or {}, **extra}
+def node(
+    state: str = "ready",
+    ws: int = 0,
+    sse: int = 0,
+    counters: dict[str, float] | None = None,
+    latency: list[int] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    status: dict[str, Any] = {
+        "role": "node",
+        "state": state,
+        "connections": {"ws": ws, "sse": sse},
+        "counters": counters or {},
+        **extra,
+    }
     if latency is not None:
         status["latency"] = {"bounds": BOUNDS, "counts": latency}
     return status
 
 
 # --- percentile --------------------------------------------------------------------------------
+
 
 def test_percentile_interpolates_linearly_inside_its_bucket() -> None:
     """Like Prometheus' histogram_quantile: rank q·total, linear between the bucket's bounds."""
@@ -49,8 +61,11 @@ def test_percentile_without_observations_is_none() -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.integers(0, 1000), min_size=len(BOUNDS) + 1, max_size=len(BOUNDS) + 1),
-       st.floats(0.0, 1.0), st.floats(0.0, 1.0))
+@given(
+    st.lists(st.integers(0, 1000), min_size=len(BOUNDS) + 1, max_size=len(BOUNDS) + 1),
+    st.floats(0.0, 1.0),
+    st.floats(0.0, 1.0),
+)
 def test_percentile_is_monotonic_and_within_the_bounds(counts: list[int], q1: float, q2: float) -> None:
     lo, hi = sorted((q1, q2))
     a, b = percentile(BOUNDS, counts, lo), percentile(BOUNDS, counts, hi)
@@ -62,6 +77,7 @@ def test_percentile_is_monotonic_and_within_the_bounds(counts: list[int], q1: fl
 
 
 # --- states -------------------------------------------------------------------------------------
+
 
 def test_a_member_is_dead_once_its_heartbeat_is_older_than_the_timeout() -> None:
     view = ClusterView(member_timeout=5.0)
@@ -90,11 +106,17 @@ def test_unknown_or_missing_states_read_as_ready_and_known_ones_pass_through() -
     members["router:r"] = (100.0, {"role": "router"})
     view.update(members)
     assert {m: view.state(m, 100.0) for m in members} == {
-        "node:starting": "starting", "node:ready": "ready", "node:draining": "draining",
-        "node:drained": "drained", "node:weird": "ready", "router:r": "ready"}
+        "node:starting": "starting",
+        "node:ready": "ready",
+        "node:draining": "draining",
+        "node:drained": "drained",
+        "node:weird": "ready",
+        "router:r": "ready",
+    }
 
 
 # --- rates and latency over the window -----------------------------------------------------------
+
 
 def test_rates_are_counter_deltas_over_the_window() -> None:
     view = ClusterView(member_timeout=60.0, window=3)
@@ -142,24 +164,43 @@ def test_forgotten_members_lose_their_samples() -> None:
 
 # --- totals, balance, nodes() ---------------------------------------------------------------------
 
+
 def test_totals_count_live_nodes_and_routers_and_skip_dead_members() -> None:
     view = ClusterView(member_timeout=5.0)
-    view.update({
-        "node:a": (100.0, node(ws=10, sse=2, counters={"messages_in": 0, "messages_out": 0, "published": 0},
-                               latency=[0, 0, 0, 0, 0, 0])),
-        "node:b": (100.0, node("draining", ws=5, counters={"messages_out": 0}, latency=[0, 0, 0, 0, 0, 0])),
-        "node:dead": (90.0, node(ws=100, counters={"messages_out": 0})),
-        "router:r": (100.0, {"role": "router", "partitions": [0, 1], "lag": 3, "counters": {"published": 0}}),
-        "control:c": (100.0, {"role": "control"}),
-    })
-    view.update({
-        "node:a": (102.0, node(ws=10, sse=2, counters={"messages_in": 20, "messages_out": 200, "published": 4},
-                               latency=[0, 10, 0, 0, 0, 0])),
-        "node:b": (102.0, node("draining", ws=5, counters={"messages_out": 100}, latency=[0, 0, 10, 0, 0, 0])),
-        "node:dead": (90.0, node(ws=100, counters={"messages_out": 0})),
-        "router:r": (102.0, {"role": "router", "partitions": [0, 1], "lag": 3, "counters": {"published": 40}}),
-        "control:c": (102.0, {"role": "control"}),
-    })
+    view.update(
+        {
+            "node:a": (
+                100.0,
+                node(
+                    ws=10,
+                    sse=2,
+                    counters={"messages_in": 0, "messages_out": 0, "published": 0},
+                    latency=[0, 0, 0, 0, 0, 0],
+                ),
+            ),
+            "node:b": (100.0, node("draining", ws=5, counters={"messages_out": 0}, latency=[0, 0, 0, 0, 0, 0])),
+            "node:dead": (90.0, node(ws=100, counters={"messages_out": 0})),
+            "router:r": (100.0, {"role": "router", "partitions": [0, 1], "lag": 3, "counters": {"published": 0}}),
+            "control:c": (100.0, {"role": "control"}),
+        }
+    )
+    view.update(
+        {
+            "node:a": (
+                102.0,
+                node(
+                    ws=10,
+                    sse=2,
+                    counters={"messages_in": 20, "messages_out": 200, "published": 4},
+                    latency=[0, 10, 0, 0, 0, 0],
+                ),
+            ),
+            "node:b": (102.0, node("draining", ws=5, counters={"messages_out": 100}, latency=[0, 0, 10, 0, 0, 0])),
+            "node:dead": (90.0, node(ws=100, counters={"messages_out": 0})),
+            "router:r": (102.0, {"role": "router", "partitions": [0, 1], "lag": 3, "counters": {"published": 40}}),
+            "control:c": (102.0, {"role": "control"}),
+        }
+    )
     doc = view.render(102.0, leader="c")
     assert doc["leader"] == "c" and doc["now"] == 102.0
     # dead node's 100 connections are not counted; draining nodes still are
@@ -177,8 +218,14 @@ def test_totals_count_live_nodes_and_routers_and_skip_dead_members() -> None:
 
 def test_balance_is_over_ready_nodes_only() -> None:
     view = ClusterView(member_timeout=5.0)
-    view.update({"node:a": (100.0, node(ws=30)), "node:b": (100.0, node(ws=10)),
-                 "node:c": (100.0, node("draining", ws=500)), "node:d": (80.0, node(ws=500))})
+    view.update(
+        {
+            "node:a": (100.0, node(ws=30)),
+            "node:b": (100.0, node(ws=10)),
+            "node:c": (100.0, node("draining", ws=500)),
+            "node:d": (80.0, node(ws=500)),
+        }
+    )
     assert view.render(100.0)["balance"] == {"nodes": 2, "mean": 20.0, "spread": 0.5}
     assert view.nodes(100.0) == {"a": 30, "b": 10}
     assert view.nodes(100.0, states=("ready", "draining")) == {"a": 30, "b": 10, "c": 500}

@@ -15,8 +15,19 @@ from typing import Any
 import yaml
 
 __all__ = [
-    "CHART", "CI_VALUES", "CRD_GROUPS", "REPO", "K8S", "KUBE_VERSIONS", "MIN_GRACE_MARGIN", "manifests",
-    "policy_problems", "render", "render_docs", "validate_docs", "workloads",
+    "CHART",
+    "CI_VALUES",
+    "CRD_GROUPS",
+    "REPO",
+    "K8S",
+    "KUBE_VERSIONS",
+    "MIN_GRACE_MARGIN",
+    "manifests",
+    "policy_problems",
+    "render",
+    "render_docs",
+    "validate_docs",
+    "workloads",
 ]
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,19 +51,22 @@ def _kube_versions() -> tuple[str, ...]:
 KUBE_VERSIONS = _kube_versions()
 
 
-def render(values: dict[str, Any] | None = None, *, name: str = "herald", namespace: str = "herald",
-           is_install: bool = True) -> dict[str, str]:
+def render(
+    values: dict[str, Any] | None = None, *, name: str = "herald", namespace: str = "herald", is_install: bool = True
+) -> dict[str, str]:
     """{template path: rendered text}; raises helm_python.HelmValuesError / HelmRenderError."""
     import helm_python as helm
 
     with helm.Chart.load(str(CHART)) as chart:  # a fresh handle per render (SDK gotcha 4)
-        return chart.render(values or {}, name=name, namespace=namespace, is_install=is_install,
-                            is_upgrade=not is_install)
+        return chart.render(
+            values or {}, name=name, namespace=namespace, is_install=is_install, is_upgrade=not is_install
+        )
 
 
 def manifests(files: dict[str, str]) -> list[dict[str, Any]]:
-    return [doc for path, text in sorted(files.items()) if path.endswith(".yaml")
-            for doc in yaml.safe_load_all(text) if doc]
+    return [
+        doc for path, text in sorted(files.items()) if path.endswith(".yaml") for doc in yaml.safe_load_all(text) if doc
+    ]
 
 
 def render_docs(values: dict[str, Any] | None = None, **kw: Any) -> list[dict[str, Any]]:
@@ -70,8 +84,10 @@ def validate_docs(docs: Iterable[dict[str, Any]], kube_version: str) -> int:
         try:
             kubernetes_validate.validate(doc, kube_version, strict=True)
         except kubernetes_validate.ValidationError as exc:
-            raise AssertionError(f"{doc['kind']}/{doc['metadata']['name']} invalid for k8s {kube_version}: "
-                                 f"{exc.message} at {list(exc.path)}") from None
+            raise AssertionError(
+                f"{doc['kind']}/{doc['metadata']['name']} invalid for k8s {kube_version}: "
+                f"{exc.message} at {list(exc.path)}"
+            ) from None
         except kubernetes_validate.SchemaNotFoundError:
             raise AssertionError(f"{doc['apiVersion']} {doc['kind']} does not exist in k8s {kube_version}") from None
         n += 1
@@ -168,7 +184,7 @@ def policy_problems(docs: list[dict[str, Any]]) -> list[str]:
                 p.append(f"{cid}: capabilities must drop ALL")
             if sc.get("privileged"):
                 p.append(f"{cid}: privileged")
-            if c["image"].endswith(":latest") or ":" not in c["image"].split("/")[-1] and "@" not in c["image"]:
+            if c["image"].endswith(":latest") or (":" not in c["image"].split("/")[-1] and "@" not in c["image"]):
                 p.append(f"{cid}: image {c['image']!r} is not pinned")
             if _is_herald(c):
                 p.extend(_herald_container_problems(w, c, cid))
@@ -182,15 +198,18 @@ def policy_problems(docs: list[dict[str, Any]]) -> list[str]:
         covering = [b for b in pdbs if _selects(b["spec"]["selector"]["matchLabels"], labels)]
         replicas = _replicas(w, docs) if w["kind"] == "Deployment" else int(w["spec"].get("replicas", 1))
         if replicas > 1 and len(covering) != 1:
-            p.append(f"{w['kind']}/{w['metadata']['name']}: {replicas} replicas need exactly one PDB, "
-                     f"found {len(covering)}")
+            p.append(
+                f"{w['kind']}/{w['metadata']['name']}: {replicas} replicas need exactly one PDB, found {len(covering)}"
+            )
         if replicas <= 1 and covering:
             p.append(f"{w['kind']}/{w['metadata']['name']}: a PDB on a single replica blocks node drains")
     for b in pdbs:
         if b["apiVersion"] != "policy/v1":
             p.append(f"PDB/{b['metadata']['name']}: apiVersion {b['apiVersion']}")
-        if not any(_selects(b["spec"]["selector"]["matchLabels"], w["spec"]["template"]["metadata"]["labels"])
-                   for w in workloads(docs)):
+        if not any(
+            _selects(b["spec"]["selector"]["matchLabels"], w["spec"]["template"]["metadata"]["labels"])
+            for w in workloads(docs)
+        ):
             p.append(f"PDB/{b['metadata']['name']} selects no workload")
 
     # Autoscaling: an HPA or a ScaledObject per target, never both; slow scale-down.
@@ -200,8 +219,11 @@ def policy_problems(docs: list[dict[str, Any]]) -> list[str]:
         p.append(f"{both}: both an HPA and a KEDA ScaledObject (KEDA owns its own HPA)")
     for d in [*by_kind.get("HorizontalPodAutoscaler", []), *by_kind.get("ScaledObject", [])]:
         spec = d["spec"]
-        behavior = (spec.get("behavior") if d["kind"] == "HorizontalPodAutoscaler"
-                    else spec.get("advanced", {}).get("horizontalPodAutoscalerConfig", {}).get("behavior")) or {}
+        behavior = (
+            spec.get("behavior")
+            if d["kind"] == "HorizontalPodAutoscaler"
+            else spec.get("advanced", {}).get("horizontalPodAutoscalerConfig", {}).get("behavior")
+        ) or {}
         down = behavior.get("scaleDown", {})
         if down.get("stabilizationWindowSeconds", 0) < MIN_SCALE_DOWN_WINDOW:
             p.append(f"{d['kind']}/{d['metadata']['name']}: scale-down stabilization under {MIN_SCALE_DOWN_WINDOW}s")
@@ -218,8 +240,9 @@ def policy_problems(docs: list[dict[str, Any]]) -> list[str]:
             if types[:1] != ["prometheus"] or "cpu" not in types:
                 p.append(f"ScaledObject/{d['metadata']['name']}: triggers {types} (want prometheus, then cpu)")
             elif "herald_connections" not in spec["triggers"][0]["metadata"]["query"]:
-                p.append(f"ScaledObject/{d['metadata']['name']}: the prometheus trigger does not query "
-                         "herald_connections")
+                p.append(
+                    f"ScaledObject/{d['metadata']['name']}: the prometheus trigger does not query herald_connections"
+                )
 
     # Services select something; Ingress keeps streams open.
     for s in by_kind.get("Service", []):
@@ -240,9 +263,8 @@ def policy_problems(docs: list[dict[str, Any]]) -> list[str]:
         if {"/metrics", "/admin", "/"} & paths:
             p.append(f"Ingress/{ing['metadata']['name']}: exposes ops or admin endpoints: {sorted(paths)}")
     for cm in by_kind.get("ConfigMap", []):
-        if cm["metadata"].get("labels", {}).get("grafana_dashboard") == "1":
-            if len(yaml.safe_dump(cm)) > 1_000_000:
-                p.append(f"ConfigMap/{cm['metadata']['name']}: over the 1 MiB object limit")
+        if cm["metadata"].get("labels", {}).get("grafana_dashboard") == "1" and len(yaml.safe_dump(cm)) > 1_000_000:
+            p.append(f"ConfigMap/{cm['metadata']['name']}: over the 1 MiB object limit")
     return p
 
 
@@ -300,8 +322,10 @@ def _herald_deployment_problems(w: dict[str, Any], docs: list[dict[str, Any]]) -
             p.append(f"{wid}: `herald drain` targets another port than the node's")
         grace = pod.get("terminationGracePeriodSeconds", 30)
         if grace < sleep + window + MIN_GRACE_MARGIN:
-            p.append(f"{wid}: terminationGracePeriodSeconds {grace} < preStop sleep {sleep:g} + drain window "
-                     f"{window:g} + margin {MIN_GRACE_MARGIN}")
+            p.append(
+                f"{wid}: terminationGracePeriodSeconds {grace} < preStop sleep {sleep:g} + drain window "
+                f"{window:g} + margin {MIN_GRACE_MARGIN}"
+            )
         if spec.get("progressDeadlineSeconds", 600) < 600:
             p.append(f"{wid}: progressDeadlineSeconds under 600 s trips during drains")
         if spec.get("minReadySeconds", 0) < 5:

@@ -15,10 +15,12 @@ from yamllint.config import YamlLintConfig
 
 from .chart import CHART, CI_VALUES, KUBE_VERSIONS, policy_problems, prestop_command, render, render_docs, validate_docs
 
-YAMLLINT = YamlLintConfig("{extends: default, rules: {line-length: {max: 160}, document-start: disable, "
-                          "comments: {min-spaces-from-content: 1}, comments-indentation: disable, "
-                          "truthy: {check-keys: false}, "
-                          "indentation: {spaces: consistent, indent-sequences: whatever}}}")
+YAMLLINT = YamlLintConfig(
+    "{extends: default, rules: {line-length: {max: 160}, document-start: disable, "
+    "comments: {min-spaces-from-content: 1}, comments-indentation: disable, "
+    "truthy: {check-keys: false}, "
+    "indentation: {spaces: consistent, indent-sequences: whatever}}}"
+)
 #: Lint findings we accept: an icon URL is a publishing nicety, not correctness.
 LINT_ACCEPTED = {"icon is recommended"}
 
@@ -67,8 +69,9 @@ def test_helm_lint_strict_passes(values_file: Path) -> None:
 
 
 @pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
-def test_every_rendered_manifest_is_valid_kubernetes(renders: dict[str, list[dict[str, Any]]],
-                                                     kube_version: str) -> None:
+def test_every_rendered_manifest_is_valid_kubernetes(
+    renders: dict[str, list[dict[str, Any]]], kube_version: str
+) -> None:
     """kubernetes-validate --strict (unknown fields fail) for 1.30 and the newest bundled version;
     CRD-backed kinds (ServiceMonitor, ScaledObject, HTTPRoute) have no bundled schema."""
     for name, docs in renders.items():
@@ -94,17 +97,26 @@ def test_policy_check_catches_broken_manifests(renders: dict[str, list[dict[str,
     def pod(docs: list[dict[str, Any]]) -> dict[str, Any]:
         return _node(docs)["spec"]["template"]["spec"]
 
-    assert any("terminationGracePeriodSeconds" in p
-               for p in broken(lambda d: pod(d).update(terminationGracePeriodSeconds=30)))
+    assert any(
+        "terminationGracePeriodSeconds" in p for p in broken(lambda d: pod(d).update(terminationGracePeriodSeconds=30))
+    )
     assert any("herald drain" in p for p in broken(lambda d: pod(d)["containers"][0].pop("lifecycle")))
     assert any("resources.limits" in p for p in broken(lambda d: pod(d)["containers"][0]["resources"].pop("limits")))
     assert any("readinessProbe" in p for p in broken(lambda d: pod(d)["containers"][0].pop("readinessProbe")))
-    assert any("runAsNonRoot" in p for p in broken(
-        lambda d: (pod(d)["containers"][0]["securityContext"].pop("runAsNonRoot"),
-                   pod(d)["securityContext"].pop("runAsNonRoot"))))
+    assert any(
+        "runAsNonRoot" in p
+        for p in broken(
+            lambda d: (
+                pod(d)["containers"][0]["securityContext"].pop("runAsNonRoot"),
+                pod(d)["securityContext"].pop("runAsNonRoot"),
+            )
+        )
+    )
     assert any("PDB" in p for p in broken(lambda d: d.remove(_by(d, "PodDisruptionBudget", "-router")[0])))
-    assert any("maxUnavailable 0" in p for p in broken(
-        lambda d: _node(d)["spec"]["strategy"]["rollingUpdate"].update(maxUnavailable=1)))
+    assert any(
+        "maxUnavailable 0" in p
+        for p in broken(lambda d: _node(d)["spec"]["strategy"]["rollingUpdate"].update(maxUnavailable=1))
+    )
     keda = renders["keda-values"]
     both = copy.deepcopy(keda) + [d for d in renders["hpa-values"] if d["kind"] == "HorizontalPodAutoscaler"]
     for d in both:
@@ -117,8 +129,9 @@ def test_node_grace_period_is_derived_from_the_drain_window() -> None:
     """terminationGracePeriodSeconds = preStop sleep + ceil(drainWindow) + margin, for any window,
     and HERALD_DRAIN_WINDOW carries the same window."""
     for window, sleep, margin in [(30, 5, 15), (2.5, 0, 5), (600, 10, 30)]:
-        docs = render_docs({"node": {"drainWindow": window, "preStopDelaySeconds": sleep,
-                                     "terminationMarginSeconds": margin}})
+        docs = render_docs(
+            {"node": {"drainWindow": window, "preStopDelaySeconds": sleep, "terminationMarginSeconds": margin}}
+        )
         pod = _node(docs)["spec"]["template"]["spec"]
         container = pod["containers"][0]
         assert pod["terminationGracePeriodSeconds"] == sleep + -(-window // 1) + margin
@@ -130,11 +143,15 @@ def test_the_dashboard_url_goes_to_the_control_plane_only() -> None:
     """control.dashboardUrl -> HERALD_DASHBOARD_URL on control (the dashboard's live feed); unset by default."""
     url = "https://herald.example.com"
     docs = render_docs({"control": {"dashboardUrl": url}, "config": {"allowed_origins": ["http://127.0.0.1:8002"]}})
-    envs = {d["metadata"]["name"]: _env(d["spec"]["template"]["spec"]["containers"][0]) for d in _by(docs, "Deployment")}
+    envs = {
+        d["metadata"]["name"]: _env(d["spec"]["template"]["spec"]["containers"][0]) for d in _by(docs, "Deployment")
+    }
     assert envs["herald-control"]["HERALD_DASHBOARD_URL"] == url
     assert all("HERALD_DASHBOARD_URL" not in env for name, env in envs.items() if name != "herald-control")
-    assert not any("HERALD_DASHBOARD_URL" in _env(d["spec"]["template"]["spec"]["containers"][0])
-                   for d in _by(render_docs(), "Deployment"))
+    assert not any(
+        "HERALD_DASHBOARD_URL" in _env(d["spec"]["template"]["spec"]["containers"][0])
+        for d in _by(render_docs(), "Deployment")
+    )
     assert f"live through {url}" in render({"control": {"dashboardUrl": url}})["herald/templates/NOTES.txt"]
 
 
@@ -223,8 +240,13 @@ def test_exposure_observability_and_notes(renders: dict[str, list[dict[str, Any]
     hpa, keda = renders["hpa-values"], renders["keda-values"]
     (ing,) = _by(hpa, "Ingress")
     backends = {p["path"]: p["backend"]["service"]["name"] for p in ing["spec"]["rules"][0]["http"]["paths"]}
-    assert backends == {"/ws": "herald-node", "/events": "herald-node", "/notify": "herald-node",
-                        "/client.js": "herald-node", "/api": "herald-router"}
+    assert backends == {
+        "/ws": "herald-node",
+        "/events": "herald-node",
+        "/notify": "herald-node",
+        "/client.js": "herald-node",
+        "/api": "herald-router",
+    }
     (route,) = _by(keda, "HTTPRoute")
     assert route["spec"]["parentRefs"][0]["name"] == "public"
     assert not _by(renders["default-values"], "Ingress") and not _by(renders["default-values"], "HTTPRoute")
@@ -249,6 +271,10 @@ def test_yamllint_values_and_rendered_output(renders: dict[str, list[dict[str, A
         for path, text in render(_values(p)).items():
             if path.endswith(".yaml") and text.strip():
                 sources[Path(f"{p.stem}:{path}")] = text.lstrip("\n")
-    problems = [f"{path}:{e.line}: {e.message}" for path, text in sources.items()
-                for e in linter.run(text, YAMLLINT) if e.level == "error"]
+    problems = [
+        f"{path}:{e.line}: {e.message}"
+        for path, text in sources.items()
+        for e in linter.run(text, YAMLLINT)
+        if e.level == "error"
+    ]
     assert not problems, problems

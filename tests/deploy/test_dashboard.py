@@ -17,13 +17,29 @@ DASHBOARD = json.loads((CHART / "dashboards" / "herald.json").read_text())
 TARGET_LABELS = {"pod", "namespace", "instance", "job", "service", "container", "endpoint"}
 #: What the dashboard must show (the Helm chart's brief).
 REQUIRED = {
-    "herald_connections", "herald_connections_accepted_total", "herald_connections_closed_total",
-    "herald_messages_in_total", "herald_messages_out_total", "herald_publications_total",
-    "herald_api_publications_total", "herald_delivery_latency_seconds_bucket", "herald_slow_consumers_total",
-    "herald_limit_refusals_total", "herald_client_errors_total", "herald_drains_total", "herald_draining",
-    "herald_channels", "herald_inbox_length", "herald_router_partitions", "herald_router_lag_entries",
-    "herald_router_forwarded_total", "herald_router_errors_total", "herald_control_leader",
-    "herald_control_members", "herald_control_rebalance_requests_total", "herald_control_cleanups_total",
+    "herald_connections",
+    "herald_connections_accepted_total",
+    "herald_connections_closed_total",
+    "herald_messages_in_total",
+    "herald_messages_out_total",
+    "herald_publications_total",
+    "herald_api_publications_total",
+    "herald_delivery_latency_seconds_bucket",
+    "herald_slow_consumers_total",
+    "herald_limit_refusals_total",
+    "herald_client_errors_total",
+    "herald_drains_total",
+    "herald_draining",
+    "herald_channels",
+    "herald_inbox_length",
+    "herald_router_partitions",
+    "herald_router_lag_entries",
+    "herald_router_forwarded_total",
+    "herald_router_errors_total",
+    "herald_control_leader",
+    "herald_control_members",
+    "herald_control_rebalance_requests_total",
+    "herald_control_cleanups_total",
     "herald_control_drain_requests_total",
 }
 
@@ -34,22 +50,29 @@ def _registries() -> dict[str, CollectorRegistry]:
     from herald.node.metrics import NodeMetrics
     from herald.router.service import RouterMetrics
 
-    return {"node": NodeMetrics("n").registry, "router": RouterMetrics().registry,
-            "control": ControlMetrics("c").registry}
+    return {
+        "node": NodeMetrics("n").registry,
+        "router": RouterMetrics().registry,
+        "control": ControlMetrics("c").registry,
+    }
 
 
 def exported_series() -> dict[str, set[str]]:
     """Every series name the components can export -> the label names it carries."""
     out: dict[str, set[str]] = {}
     for registry in _registries().values():
-        collectors = set(registry._collector_to_names)  # noqa: SLF001 - the registry has no public listing
+        collectors = set(registry._collector_to_names)
         for collector in collectors:
             labels = set(getattr(collector, "_labelnames", ()))
             for family in collector.collect() if not hasattr(collector, "_labelnames") else [None]:
-                name, kind = ((family.name, family.type) if family is not None
-                              else (getattr(collector, "_name"), getattr(collector, "_type")))
-                suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"],
-                            "gauge": [""], "summary": ["_sum", "_count", ""], "info": ["_info"]}[kind]
+                name, kind = (family.name, family.type) if family is not None else (collector._name, collector._type)
+                suffixes = {
+                    "counter": ["_total"],
+                    "histogram": ["_bucket", "_sum", "_count"],
+                    "gauge": [""],
+                    "summary": ["_sum", "_count", ""],
+                    "info": ["_info"],
+                }[kind]
                 for suffix in suffixes:
                     out[name + suffix] = labels | ({"le"} if suffix == "_bucket" else set())
     return out
@@ -88,7 +111,7 @@ def test_grouping_labels_exist_on_the_queried_metrics() -> None:
 
 def test_dashboard_covers_the_required_metrics() -> None:
     queried = {m for expr, _ in _targets() for m in _metrics(expr)}
-    assert REQUIRED <= queried, sorted(REQUIRED - queried)
+    assert queried >= REQUIRED, sorted(REQUIRED - queried)
 
 
 def test_dashboard_is_well_formed_for_the_grafana_sidecar() -> None:

@@ -18,8 +18,25 @@ from pathlib import Path
 
 from .chart import REPO
 
-INSTRUCTIONS = {"FROM", "RUN", "CMD", "LABEL", "EXPOSE", "ENV", "ADD", "COPY", "ENTRYPOINT", "VOLUME", "USER",
-                "WORKDIR", "ARG", "ONBUILD", "STOPSIGNAL", "HEALTHCHECK", "SHELL"}
+INSTRUCTIONS = {
+    "FROM",
+    "RUN",
+    "CMD",
+    "LABEL",
+    "EXPOSE",
+    "ENV",
+    "ADD",
+    "COPY",
+    "ENTRYPOINT",
+    "VOLUME",
+    "USER",
+    "WORKDIR",
+    "ARG",
+    "ONBUILD",
+    "STOPSIGNAL",
+    "HEALTHCHECK",
+    "SHELL",
+}
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 
 
@@ -96,8 +113,11 @@ def dockerignore_includes(path: str, patterns: list[str]) -> bool:
 
 
 DOCKERFILE = parse_dockerfile((REPO / "Dockerfile").read_text())
-IGNORE = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()
-          if line.strip() and not line.strip().startswith("#")]
+IGNORE = [
+    line.strip()
+    for line in (REPO / ".dockerignore").read_text().splitlines()
+    if line.strip() and not line.strip().startswith("#")
+]
 
 
 def _args() -> dict[str, str]:
@@ -175,9 +195,16 @@ def test_build_context_holds_what_the_wheel_needs_and_nothing_else() -> None:
     assert package_dirs <= {s.rstrip("/") for s in sources}, package_dirs - set(sources)
     readme = PYPROJECT["project"].get("readme")
     assert readme in sources and "pyproject.toml" in sources
-    for excluded in ("tests/e2e/server.py", ".git/HEAD", "helm/herald/Chart.yaml", "k8s/node.yaml",
-                     "node/__pycache__/app.cpython-311.pyc", ".hypothesis/x", "loadtest/bench/compare.sh",
-                     "Dockerfile"):
+    for excluded in (
+        "tests/e2e/server.py",
+        ".git/HEAD",
+        "helm/herald/Chart.yaml",
+        "k8s/node.yaml",
+        "node/__pycache__/app.cpython-311.pyc",
+        ".hypothesis/x",
+        "loadtest/bench/compare.sh",
+        "Dockerfile",
+    ):
         assert not dockerignore_includes(excluded, IGNORE), f"{excluded} would be sent to the builder"
     assert dockerignore_includes("core/engine/redis/lua/publish_append.lua", IGNORE)
     assert dockerignore_includes("node/static/client.js", IGNORE)
@@ -197,13 +224,34 @@ def test_the_wheel_builds_from_the_build_context(tmp_path: Path) -> None:
             if dockerignore_includes(rel, IGNORE):
                 (ctx / rel).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(f, ctx / rel)
-    out = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "--no-index",
-                          "-w", str(tmp_path / "wheels"), str(ctx)], capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-w",
+            str(tmp_path / "wheels"),
+            str(ctx),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     (wheel,) = (tmp_path / "wheels").glob("herald-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for needed in ("herald/cli.py", "herald/node/static/client.js", "herald/core/engine/redis/lua/publish_append.lua",
-                   "herald/router/service.py", "herald/node/drain.py"):
+    for needed in (
+        "herald/cli.py",
+        "herald/node/static/client.js",
+        "herald/core/engine/redis/lua/publish_append.lua",
+        "herald/router/service.py",
+        "herald/node/drain.py",
+    ):
         assert needed in names, f"{needed} missing from the wheel built from the Docker context"
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "herald = herald.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()

@@ -35,8 +35,15 @@ def test_k8s_manifests_follow_the_deployment_policy() -> None:
     docs = _docs()
     assert not policy_problems(docs), policy_problems(docs)
     kinds = sorted({d["kind"] for d in docs})
-    assert kinds == ["ConfigMap", "Deployment", "Namespace", "PodDisruptionBudget", "Service", "ServiceAccount",
-                     "StatefulSet"], kinds
+    assert kinds == [
+        "ConfigMap",
+        "Deployment",
+        "Namespace",
+        "PodDisruptionBudget",
+        "Service",
+        "ServiceAccount",
+        "StatefulSet",
+    ], kinds
     assert not [d for d in docs if d["kind"] == "Secret"], "credentials never go into git"
     assert all(d["metadata"].get("namespace", "herald") == "herald" for d in docs)
     assert not any("helm.sh/chart" in d["metadata"].get("labels", {}) for d in docs)
@@ -48,8 +55,12 @@ def test_k8s_manifests_are_valid_kubernetes(kube_version: str) -> None:
 
 
 def test_k8s_files_pass_yamllint() -> None:
-    problems = [f"k8s/{p.name}:{e.line}: {e.message}" for p in sorted(K8S.glob("*.yaml"))
-                for e in linter.run(p.read_text(), YAMLLINT) if e.level == "error"]
+    problems = [
+        f"k8s/{p.name}:{e.line}: {e.message}"
+        for p in sorted(K8S.glob("*.yaml"))
+        for e in linter.run(p.read_text(), YAMLLINT)
+        if e.level == "error"
+    ]
     assert not problems, problems
 
 
@@ -61,5 +72,6 @@ def test_kubectl_kustomize_builds_the_folder() -> None:
     assert out.returncode == 0, out.stderr
     built = [d for d in yaml.safe_load_all(out.stdout) if d]
     assert sorted((d["kind"], d["metadata"]["name"]) for d in built) == sorted(
-        (d["kind"], d["metadata"]["name"]) for d in _docs())
+        (d["kind"], d["metadata"]["name"]) for d in _docs()
+    )
     assert all(d["metadata"].get("namespace") == "herald" for d in built if d["kind"] != "Namespace")

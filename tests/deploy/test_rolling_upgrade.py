@@ -193,8 +193,16 @@ async def delete_pod(cluster: Cluster, proxy: ReadyProxy, member: Member) -> Del
         await asyncio.sleep(PRESTOP_DELAY)
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}, "HERALD_API_KEY": API_KEY}
     hook = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "herald", "drain", "--url", member.http, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        sys.executable,
+        "-m",
+        "herald",
+        "drain",
+        "--url",
+        member.http,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
     try:
         out, _ = await asyncio.wait_for(hook.communicate(), max(0.1, deadline - time.monotonic()))
         deletion.prestop = f"exit {hook.returncode}: {out.decode(errors='replace').strip()[-300:]}"
@@ -208,9 +216,12 @@ async def delete_pod(cluster: Cluster, proxy: ReadyProxy, member: Member) -> Del
     try:
         left = max(0.1, deadline - time.monotonic()) / seconds(1)  # HeraldProcess.wait scales it again
         deletion.exit_code = await asyncio.to_thread(member.proc.wait, left)
-    except Exception:  # noqa: BLE001 - subprocess.TimeoutExpired: the kubelet would SIGKILL now
-        deletion.notes.append("SIGKILL: still running at the end of the grace period; its last log lines:\n"
-                              + "".join(member.proc.log_lines[-15:]) + _stacks(member.proc.proc.pid))
+    except Exception:
+        deletion.notes.append(
+            "SIGKILL: still running at the end of the grace period; its last log lines:\n"
+            + "".join(member.proc.log_lines[-15:])
+            + _stacks(member.proc.proc.pid)
+        )
         member.proc.terminate(signal.SIGKILL)
         deletion.exit_code = await asyncio.to_thread(member.proc.wait, 10)
     deletion.ended = time.monotonic()
@@ -269,8 +280,10 @@ async def test_rolling_upgrade_loses_nothing_and_paces_reconnects(cluster: Clust
     2 x (connections draining / drain window)."""
     old = list(cluster.nodes)
     async with proxied(cluster) as proxy:
-        clients = [ResumingClient([proxy.ws], f"roll{i}", [CHANNELS[i % len(CHANNELS)]], max_attempts=200)
-                   for i in range(CLIENTS)]
+        clients = [
+            ResumingClient([proxy.ws], f"roll{i}", [CHANNELS[i % len(CHANNELS)]], max_attempts=200)
+            for i in range(CLIENTS)
+        ]
         async with running(clients, timeout=30), Publisher([r.http for r in cluster.routers]) as pub:
             spread = {m.id: proxy.open[m.id] for m in old}
             assert sum(spread.values()) == CLIENTS and min(spread.values()) >= CLIENTS // NODES - 5, spread
@@ -312,14 +325,18 @@ async def test_rolling_upgrade_loses_nothing_and_paces_reconnects(cluster: Clust
             await wait_delivered(published, clients, timeout=20)
             reports = [check_no_loss(published, c) for c in clients]
             new_ids = {m.id for m in new}
-            await eventually(lambda: all(c.ready and c.node in new_ids for c in clients), 10,
-                             "every client to be connected to a new node")
+            await eventually(
+                lambda: all(c.ready and c.node in new_ids for c in clients),
+                10,
+                "every client to be connected to a new node",
+            )
 
     for d in done:
         took = d.ended - d.started
         assert d.exit_code == 0 and not d.notes, (d, cluster.problems()[-20:])
-        assert took <= seconds(GRACE), (f"{d.node} took {took:.1f}s to stop (preStop {d.prestop_seconds:.1f}s), "
-                                        f"grace period {GRACE}s")
+        assert took <= seconds(GRACE), (
+            f"{d.node} took {took:.1f}s to stop (preStop {d.prestop_seconds:.1f}s), grace period {GRACE}s"
+        )
         assert d.prestop.startswith("exit 0"), d
     moved = [r for r in reports if r["reconnects"] >= 1]
     assert len(moved) == CLIENTS, f"{CLIENTS - len(moved)} clients never reconnected although every node was replaced"
@@ -329,11 +346,13 @@ async def test_rolling_upgrade_loses_nothing_and_paces_reconnects(cluster: Clust
     rates = reconnect_rates(proxy.accepted, done, upgrade_started)
     over = [(f"{t:.0f}s", n, round(allowed, 1)) for t, n, allowed in rates if n > allowed]
     assert not over, f"reconnect storms (bucket, reconnects, allowed): {over}; all buckets {rates}"
-    print(f"\nrolling upgrade: {len(done)} nodes replaced in {rollout:.1f}s; per old node: connections "
-          f"{[d.connections for d in done]}, preStop {[round(d.prestop_seconds, 1) for d in done]}s, "
-          f"SIGTERM to exit {[round(d.exit_seconds, 1) for d in done]}s; reconnects per {BUCKET:g}s "
-          f"{[n for _, n, _ in rates]} (allowed {[round(a) for _, _, a in rates]}); {pub.count} messages, "
-          f"{sum(r['messages'] for r in reports)} deliveries, none lost or duplicated")
+    print(
+        f"\nrolling upgrade: {len(done)} nodes replaced in {rollout:.1f}s; per old node: connections "
+        f"{[d.connections for d in done]}, preStop {[round(d.prestop_seconds, 1) for d in done]}s, "
+        f"SIGTERM to exit {[round(d.exit_seconds, 1) for d in done]}s; reconnects per {BUCKET:g}s "
+        f"{[n for _, n, _ in rates]} (allowed {[round(a) for _, _, a in rates]}); {pub.count} messages, "
+        f"{sum(r['messages'] for r in reports)} deliveries, none lost or duplicated"
+    )
 
 
 def test_reconnect_rate_check_flags_a_drain_that_does_not_spread() -> None:

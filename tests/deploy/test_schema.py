@@ -13,34 +13,72 @@ from .chart import CHART, render
 
 SCHEMA_CASES: list[tuple[str, dict[str, Any], list[str]]] = [
     ("a typo in a top-level key", {"nodes": {"replicas": 3}}, ["additional properties 'nodes' not allowed"]),
-    ("a typo in a component key", {"node": {"drainWindowSeconds": 30}},
-     ["/node", "additional properties 'drainWindowSeconds' not allowed"]),
+    (
+        "a typo in a component key",
+        {"node": {"drainWindowSeconds": 30}},
+        ["/node", "additional properties 'drainWindowSeconds' not allowed"],
+    ),
     ("a single router", {"router": {"replicas": 1}}, ["/router/replicas", "minimum: got 1, want 2"]),
     ("a single control replica", {"control": {"replicas": 1}}, ["/control/replicas", "minimum: got 1, want 2"]),
     ("no drain window", {"node": {"drainWindow": 0}}, ["/node/drainWindow", "minimum: got 0, want 1"]),
     ("a string drain window", {"node": {"drainWindow": "30s"}}, ["/node/drainWindow", "got string, want number"]),
     ("external Redis without URLs", {"redis": {"mode": "external"}}, ["/redis/urls", "minItems: got 0, want 1"]),
-    ("a Redis URL that is not redis://", {"redis": {"mode": "external", "urls": ["http://redis:6379"]}},
-     ["/redis/urls/0", "does not match pattern"]),
-    ("both autoscalers", {"autoscaling": {"enabled": True, "mode": "both"}},
-     ["/autoscaling/mode", "value must be one of 'hpa', 'keda'"]),
-    ("a fast scale-down", {"autoscaling": {"behavior": {"scaleDown": {
-        "stabilizationWindowSeconds": 30, "policies": [{"type": "Pods", "value": 1, "periodSeconds": 60}]}}}},
-     ["/autoscaling/behavior/scaleDown/stabilizationWindowSeconds", "minimum: got 30, want 300"]),
-    ("root pods", {"podSecurityContext": {"runAsNonRoot": False}},
-     ["/podSecurityContext/runAsNonRoot", "value must be true"]),
-    ("privilege escalation", {"securityContext": {"runAsNonRoot": True, "allowPrivilegeEscalation": True}},
-     ["/securityContext/allowPrivilegeEscalation", "value must be false"]),
-    ("no memory limit (null removes a default)", {"node": {"resources": {"limits": {"memory": None}}}},
-     ["/node/resources/limits", "missing property 'memory'"]),
+    (
+        "a Redis URL that is not redis://",
+        {"redis": {"mode": "external", "urls": ["http://redis:6379"]}},
+        ["/redis/urls/0", "does not match pattern"],
+    ),
+    (
+        "both autoscalers",
+        {"autoscaling": {"enabled": True, "mode": "both"}},
+        ["/autoscaling/mode", "value must be one of 'hpa', 'keda'"],
+    ),
+    (
+        "a fast scale-down",
+        {
+            "autoscaling": {
+                "behavior": {
+                    "scaleDown": {
+                        "stabilizationWindowSeconds": 30,
+                        "policies": [{"type": "Pods", "value": 1, "periodSeconds": 60}],
+                    }
+                }
+            }
+        },
+        ["/autoscaling/behavior/scaleDown/stabilizationWindowSeconds", "minimum: got 30, want 300"],
+    ),
+    (
+        "root pods",
+        {"podSecurityContext": {"runAsNonRoot": False}},
+        ["/podSecurityContext/runAsNonRoot", "value must be true"],
+    ),
+    (
+        "privilege escalation",
+        {"securityContext": {"runAsNonRoot": True, "allowPrivilegeEscalation": True}},
+        ["/securityContext/allowPrivilegeEscalation", "value must be false"],
+    ),
+    (
+        "no memory limit (null removes a default)",
+        {"node": {"resources": {"limits": {"memory": None}}}},
+        ["/node/resources/limits", "missing property 'memory'"],
+    ),
     ("a chart-owned setting in config", {"config": {"partitions": 64, "drain_window": 5}}, ["'drain_window'"]),
     ("a secret in config", {"config": {"partitions": 64, "api_key": "plain"}}, ["'api_key'"]),
-    ("an unknown JWT algorithm", {"config": {"partitions": 64, "jwt_algorithm": "none"}},
-     ["/config/jwt_algorithm", "value must be one of"]),
-    ("a dashboard URL that is not http(s)", {"control": {"dashboardUrl": "wss://herald.example.com"}},
-     ["/control/dashboardUrl", "does not match pattern"]),
-    ("an unknown route target", {"routes": [{"path": "/ws", "component": "redis"}]},
-     ["/routes/0/component", "value must be one of"]),
+    (
+        "an unknown JWT algorithm",
+        {"config": {"partitions": 64, "jwt_algorithm": "none"}},
+        ["/config/jwt_algorithm", "value must be one of"],
+    ),
+    (
+        "a dashboard URL that is not http(s)",
+        {"control": {"dashboardUrl": "wss://herald.example.com"}},
+        ["/control/dashboardUrl", "does not match pattern"],
+    ),
+    (
+        "an unknown route target",
+        {"routes": [{"path": "/ws", "component": "redis"}]},
+        ["/routes/0/component", "value must be one of"],
+    ),
 ]
 
 
@@ -55,12 +93,21 @@ def test_schema_rejects_bad_values_with_a_clear_message(values: dict[str, Any], 
 
 
 TEMPLATE_CASES: list[tuple[str, dict[str, Any], str]] = [
-    ("RS256 without a key", {"config": {"partitions": 64, "jwt_algorithm": "RS256"}},
-     "config.jwt_algorithm is RS256: set auth.jwtPublicKey (PEM) or auth.jwks"),
-    ("min above max replicas", {"autoscaling": {"enabled": True, "minReplicas": 5, "maxReplicas": 3}},
-     "autoscaling: minReplicas (5) is above maxReplicas (3)"),
-    ("a target at the node limit", {"autoscaling": {"enabled": True, "targetConnectionsPerPod": 20000}},
-     "targetConnectionsPerPod (20000) must be below node.maxConnections (20000)"),
+    (
+        "RS256 without a key",
+        {"config": {"partitions": 64, "jwt_algorithm": "RS256"}},
+        "config.jwt_algorithm is RS256: set auth.jwtPublicKey (PEM) or auth.jwks",
+    ),
+    (
+        "min above max replicas",
+        {"autoscaling": {"enabled": True, "minReplicas": 5, "maxReplicas": 3}},
+        "autoscaling: minReplicas (5) is above maxReplicas (3)",
+    ),
+    (
+        "a target at the node limit",
+        {"autoscaling": {"enabled": True, "targetConnectionsPerPod": 20000}},
+        "targetConnectionsPerPod (20000) must be below node.maxConnections (20000)",
+    ),
     ("an HTTPRoute without a Gateway", {"httpRoute": {"enabled": True}}, "httpRoute: enabled without parentRefs"),
 ]
 
@@ -85,9 +132,28 @@ def test_schema_describes_every_default_value() -> None:
 
     schema = json.loads((CHART / "values.schema.json").read_text())
     values = yaml.safe_load((CHART / "values.yaml").read_text())
-    free_form = {"config", "env", "podAnnotations", "podLabels", "nodeSelector", "affinity", "annotations",
-                 "additionalLabels", "labels", "extraMetadata", "global", "seccompProfile", "capabilities",
-                 "behavior", "timeouts", "service", "requests", "limits", "scaleUp", "scaleDown"}
+    free_form = {
+        "config",
+        "env",
+        "podAnnotations",
+        "podLabels",
+        "nodeSelector",
+        "affinity",
+        "annotations",
+        "additionalLabels",
+        "labels",
+        "extraMetadata",
+        "global",
+        "seccompProfile",
+        "capabilities",
+        "behavior",
+        "timeouts",
+        "service",
+        "requests",
+        "limits",
+        "scaleUp",
+        "scaleDown",
+    }
 
     def walk(node: Any, sch: dict[str, Any], path: str) -> None:
         if not isinstance(node, dict) or path.rsplit(".", 1)[-1] in free_form:

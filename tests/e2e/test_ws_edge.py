@@ -359,7 +359,7 @@ async def test_a_non_ascii_text_message_cut_inside_a_character_is_read(edge_node
         assert (await reply_to(ws, 4))["type"] == "published"
     finally:
         await ws.close()
-    status, body = await api(edge_node, "GET", f"/api/history/{channel}")
+    _status, body = await api(edge_node, "GET", f"/api/history/{channel}")
     assert [m["data"] for m in body["messages"]] == ["héllo €"], body
 
 
@@ -457,7 +457,7 @@ async def test_frames_after_the_clients_close_are_ignored(edge_node: HeraldProce
                 assert frame[0] in (OP_CLOSE, OP_PING), frame
     finally:
         await ws.close()
-    status, body = await api(edge_node, "GET", f"/api/history/{channel}")
+    _status, body = await api(edge_node, "GET", f"/api/history/{channel}")
     assert body["messages"] == [], "a message after the close frame was run"
 
 
@@ -489,7 +489,7 @@ async def test_a_bad_upgrade_is_refused_with_a_json_error(edge_node: HeraldProce
                                    make_token("late", ttl=-60)], ids=["garbage", "forged", "expired"])
 async def test_a_bad_token_in_the_upgrade_is_401(edge_node: HeraldProcess, token: str) -> None:
     data, _ = upgrade_request(edge_node, token=token)
-    status, hdrs, body = await refused(edge_node, data)
+    status, _hdrs, body = await refused(edge_node, data)
     assert status == 401, body
     assert_error_body(body)
     assert body["error"]["code"] == "unauthorized", body
@@ -529,7 +529,7 @@ async def test_a_burst_of_5000_messages_is_answered_in_order(flood_node: HeraldP
             await assert_pong(other)
         finally:
             await ws.close()
-    status, body = await api(flood_node, "GET", f"/api/history/{channel}?limit=1000")
+    _status, body = await api(flood_node, "GET", f"/api/history/{channel}?limit=1000")
     data = [m["data"] for m in body["messages"]]
     assert data == sorted(data) and data[-1] == n - 1, "publishes were not run in order"
 
@@ -660,9 +660,9 @@ async def test_the_connections_gauge_returns_after_each_kind_of_close(edge_node:
             got = await request(conn, {"type": "subscribe", "channel": f"room:{uid()}", "id": 1})
             assert got["type"] == "subscribed"
     elif kind == "reset-right-after-upgrade":  # gone before the node has even admitted it
-        data, key = upgrade_request(edge_node, token=make_token(user))
+        data, _key = upgrade_request(edge_node, token=make_token(user))
         subscribe = client_frame(OP_TEXT, json.dumps({"type": "subscribe", "channel": "room:x", "id": 1}).encode())
-        reader, writer = await connect(edge_node)
+        _reader, writer = await connect(edge_node)
         writer.write(data + subscribe)
         await writer.drain()
         writer.transport.abort()
@@ -752,7 +752,7 @@ async def test_a_burst_of_connects_cannot_overshoot_the_per_ip_limit() -> None:
     try:
         conns = []
         for i in range(10):
-            data, key = upgrade_request(server, token=make_token(f"burst-{i}-{uid()}"))
+            data, _key = upgrade_request(server, token=make_token(f"burst-{i}-{uid()}"))
             conns.append(await connect(server))
             conns[-1][1].write(data)
         outcomes = []
@@ -795,7 +795,7 @@ async def test_answers_nobody_reads_do_not_pile_up_in_the_server(edge_node: Hera
     one = (f"POST /api/publish HTTP/1.1\r\nHost: x\r\nAuthorization: apikey wrong\r\n"
            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
     rss_before = _rss_kib(edge_node.proc.pid)
-    reader, writer = await connect(edge_node, rcvbuf=4096)
+    _reader, writer = await connect(edge_node, rcvbuf=4096)
     try:
         sent = 0
         with pytest.raises(TimeoutError):  # never completes: the server stopped reading

@@ -35,7 +35,9 @@ def test_a_message_seen_twice_is_a_duplicate_not_a_second_delivery() -> None:
 
 def test_an_offset_behind_the_highest_seen_is_out_of_order() -> None:
     log = ReceiverLog(["room:a"])
-    verdicts = [log.record("room:a", "w0", seq, off, "e1") for seq, off in ((0, "1000-0"), (2, "1000-2"), (1, "1000-1"))]
+    verdicts = [
+        log.record("room:a", "w0", seq, off, "e1") for seq, off in ((0, "1000-0"), (2, "1000-2"), (1, "1000-1"))
+    ]
     assert verdicts == [Verdict.NEW, Verdict.NEW, Verdict.OUT_OF_ORDER]
     # the highest offset stays the high mark: the next one in order is fine
     assert log.record("room:a", "w0", 3, "1000-3", "e1") is Verdict.NEW
@@ -128,8 +130,18 @@ def test_markers_round_trip_in_data_and_in_chat_text() -> None:
 
 
 def test_data_without_a_marker_is_not_ours() -> None:
-    cases: tuple[object, ...] = (None, "text", 5, [], {}, {"text": "hello"}, {"p": 1, "s": 0, "t": 0},
-                                 {"p": "w", "s": -1, "t": 0}, {"p": "w", "s": "1", "t": 0}, {"text": "lt|a|b|c|d"},
-                                 {"text": "lt|a|1"})
+    cases: tuple[object, ...] = (
+        None,
+        "text",
+        5,
+        [],
+        {},
+        {"text": "hello"},
+        {"p": 1, "s": 0, "t": 0},
+        {"p": "w", "s": -1, "t": 0},
+        {"p": "w", "s": "1", "t": 0},
+        {"text": "lt|a|b|c|d"},
+        {"text": "lt|a|1"},
+    )
     for data in cases:
         assert read_marker(data) is None, data

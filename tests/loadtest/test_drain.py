@@ -34,10 +34,12 @@ def _assert_moved_without_loss(report: dict, closed_as: str) -> None:
     assert c["reconnects"] == c["resumed"] == N // 2 and c["unrecovered"] == 0
 
 
-def test_drain_through_the_admin_api_moves_clients_without_loss(cluster: Cluster,
-                                                                capsys: pytest.CaptureFixture[str]) -> None:
-    code, report = run_loadtest(capsys, "drain", *_targets(cluster), "--connections", str(N), "--rate", "40",
-                                "--duration", "3")
+def test_drain_through_the_admin_api_moves_clients_without_loss(
+    cluster: Cluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, report = run_loadtest(
+        capsys, "drain", *_targets(cluster), "--connections", str(N), "--rate", "40", "--duration", "3"
+    )
     assert code == 0, report
     _assert_moved_without_loss(report, "1012")
     (drain,) = report["drains"]
@@ -46,8 +48,21 @@ def test_drain_through_the_admin_api_moves_clients_without_loss(cluster: Cluster
 
 def test_drain_by_sigterm_over_sse(cluster: Cluster, capsys: pytest.CaptureFixture[str]) -> None:
     first = cluster.nodes[0]
-    code, report = run_loadtest(capsys, "drain", "--transport", "sse", *_targets(cluster), "--connections", str(N),
-                                "--rate", "40", "--duration", "3", "--drain-pid", str(first.proc.proc.pid))
+    code, report = run_loadtest(
+        capsys,
+        "drain",
+        "--transport",
+        "sse",
+        *_targets(cluster),
+        "--connections",
+        str(N),
+        "--rate",
+        "40",
+        "--duration",
+        "3",
+        "--drain-pid",
+        str(first.proc.proc.pid),
+    )
     assert code == 0, report
     _assert_moved_without_loss(report, "reconnect")
     assert report["drains"][0]["via"] == "signal" and report["drains"][0]["result"] == "SIGTERM sent"

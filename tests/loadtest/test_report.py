@@ -10,21 +10,60 @@ from tests.e2e.server import HeraldProcess
 from tests.loadtest.conftest import run_loadtest
 
 _SCHEMA = {
-    "version": int, "scenario": str, "transport": str, "targets": list, "api_url": str, "run_id": str,
-    "finished_at": str, "config": dict, "duration_s": float, "total_s": float, "connections": dict,
-    "published": dict, "delivered": dict, "error_replies": dict, "latency_ms": dict, "timeline": list,
-    "settled": list, "drains": list, "server_metrics": dict, "exit_code": int, "ok": bool,
+    "version": int,
+    "scenario": str,
+    "transport": str,
+    "targets": list,
+    "api_url": str,
+    "run_id": str,
+    "finished_at": str,
+    "config": dict,
+    "duration_s": float,
+    "total_s": float,
+    "connections": dict,
+    "published": dict,
+    "delivered": dict,
+    "error_replies": dict,
+    "latency_ms": dict,
+    "timeline": list,
+    "settled": list,
+    "drains": list,
+    "server_metrics": dict,
+    "exit_code": int,
+    "ok": bool,
 }
-_CONNECTIONS = ("requested", "subscribed_at_start", "never_connected", "reconnects", "reconnect_attempts", "gave_up",
-                "resumed", "unrecovered", "resumed_without_position", "storm_drops")
+_CONNECTIONS = (
+    "requested",
+    "subscribed_at_start",
+    "never_connected",
+    "reconnects",
+    "reconnect_attempts",
+    "gave_up",
+    "resumed",
+    "unrecovered",
+    "resumed_without_position",
+    "storm_drops",
+)
 _PUBLISHED = ("target_rate", "attempted", "confirmed", "unconfirmed", "per_s", "skipped_offline")
 _DELIVERED = ("expected", "received", "total", "per_s", "lost", "duplicated", "out_of_order", "extra", "foreign")
 _LATENCY = ("count", "min", "mean", "p50", "p90", "p99", "p99.9", "max")
 
 
 def test_json_report_schema(herald: HeraldProcess, capsys: pytest.CaptureFixture[str]) -> None:
-    code, report = run_loadtest(capsys, "fanout", "--url", herald.http, "--connections", "5", "--rate", "20",
-                                "--duration", "1", "--run-id", "schema1")
+    code, report = run_loadtest(
+        capsys,
+        "fanout",
+        "--url",
+        herald.http,
+        "--connections",
+        "5",
+        "--rate",
+        "20",
+        "--duration",
+        "1",
+        "--run-id",
+        "schema1",
+    )
     assert code == 0
     for key, typ in _SCHEMA.items():
         assert isinstance(report[key], typ), (key, report[key])

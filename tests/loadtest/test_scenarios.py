@@ -29,8 +29,9 @@ def _assert_clean(report: dict, per_message: int) -> None:
 
 @pytest.mark.parametrize("transport", ["ws", "sse"])
 @pytest.mark.parametrize("scenario", ["fanout", "direct", "chat"])
-def test_scenario_delivers_every_message_once(herald: HeraldProcess, capsys: pytest.CaptureFixture[str],
-                                              scenario: str, transport: str) -> None:
+def test_scenario_delivers_every_message_once(
+    herald: HeraldProcess, capsys: pytest.CaptureFixture[str], scenario: str, transport: str
+) -> None:
     """fanout: every message reaches all N clients; direct and chat: each reaches one client."""
     code, report = run_loadtest(capsys, scenario, "--transport", transport, "--url", herald.http, *SMALL)
     assert code == 0, report
@@ -40,12 +41,14 @@ def test_scenario_delivers_every_message_once(herald: HeraldProcess, capsys: pyt
 
 
 @pytest.mark.parametrize("transport", ["ws", "sse"])
-def test_reconnect_storm_resumes_without_loss(herald: HeraldProcess, capsys: pytest.CaptureFixture[str],
-                                              transport: str) -> None:
+def test_reconnect_storm_resumes_without_loss(
+    herald: HeraldProcess, capsys: pytest.CaptureFixture[str], transport: str
+) -> None:
     """Every client drops at once mid-run, stays away 100 ms and resumes (since / Last-Event-ID):
     the server's history fills the gap."""
-    code, report = run_loadtest(capsys, "reconnect-storm", "--transport", transport, "--url", herald.http, *SMALL,
-                                "--storm-downtime", "0.1")
+    code, report = run_loadtest(
+        capsys, "reconnect-storm", "--transport", transport, "--url", herald.http, *SMALL, "--storm-downtime", "0.1"
+    )
     assert code == 0, report
     _assert_clean(report, N)
     c = report["connections"]
@@ -54,8 +57,9 @@ def test_reconnect_storm_resumes_without_loss(herald: HeraldProcess, capsys: pyt
     assert c["close_codes"] == {"dropped by loadtest": N}
 
 
-def test_storm_through_the_api_closes_with_4008_and_clients_resume(herald: HeraldProcess,
-                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_storm_through_the_api_closes_with_4008_and_clients_resume(
+    herald: HeraldProcess, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, report = run_loadtest(capsys, "reconnect-storm", "--storm-via", "api", "--url", herald.http, *SMALL)
     assert code == 0, report
     _assert_clean(report, N)
@@ -64,8 +68,9 @@ def test_storm_through_the_api_closes_with_4008_and_clients_resume(herald: Heral
 
 
 def test_direct_via_notify_and_batched_publishing(herald: HeraldProcess, capsys: pytest.CaptureFixture[str]) -> None:
-    code, report = run_loadtest(capsys, "direct", "--direct-via", "notify", "--transport", "sse",
-                                "--url", herald.http, *SMALL)
+    code, report = run_loadtest(
+        capsys, "direct", "--direct-via", "notify", "--transport", "sse", "--url", herald.http, *SMALL
+    )
     assert code == 0, report
     _assert_clean(report, 1)
     code, report = run_loadtest(capsys, "direct", "--batch", "4", "--url", herald.http, *SMALL)
@@ -79,8 +84,9 @@ def test_msgpack_websocket_clients(herald: HeraldProcess, capsys: pytest.Capture
     _assert_clean(report, N)
 
 
-def test_two_worker_processes_merge_their_results_and_plot(herald: HeraldProcess, capsys: pytest.CaptureFixture[str],
-                                                           tmp_path: Path) -> None:
+def test_two_worker_processes_merge_their_results_and_plot(
+    herald: HeraldProcess, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     plot = tmp_path / "latency.png"
     code, report = run_loadtest(capsys, "fanout", "--workers", "2", "--url", herald.http, *SMALL, "--plot", str(plot))
     assert code == 0, report

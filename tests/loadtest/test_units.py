@@ -20,7 +20,7 @@ def test_sse_events_split_across_chunks_are_reassembled() -> None:
     events = parser.feed(stream)
     assert [(e.id, e.event, e.data) for e in events] == [("c1", "message", '{"a":1}')]
     assert parser.retry_ms == 2000 and parser.comments == 1
-    events = parser.feed(b':2}\n\n')
+    events = parser.feed(b":2}\n\n")
     assert [(e.id, e.event, e.data) for e in events] == [("c2", "message", '{"b":2}')]
 
 
@@ -39,11 +39,20 @@ def test_sse_crlf_and_multiline_data() -> None:
     assert event.data == "a\nb"
 
 
-@pytest.mark.parametrize(("code", "reconnect", "switch"), [
-    (1000, False, False), (4003, False, False), (1009, False, False),
-    (1012, True, True), (4008, True, False), (4001, True, False), (1013, True, True), (1011, True, False),
-    (None, True, False),
-])
+@pytest.mark.parametrize(
+    ("code", "reconnect", "switch"),
+    [
+        (1000, False, False),
+        (4003, False, False),
+        (1009, False, False),
+        (1012, True, True),
+        (4008, True, False),
+        (4001, True, False),
+        (1013, True, True),
+        (1011, True, False),
+        (None, True, False),
+    ],
+)
 def test_reconnect_policy_follows_the_close_code_table(code: int | None, reconnect: bool, switch: bool) -> None:
     again, delay, other = after_close(code, 300, 0, random.Random(1))
     assert (again, other) == (reconnect, switch)
@@ -90,18 +99,24 @@ herald_delivery_latency_seconds_count 0.0
 herald_delivery_latency_seconds_sum 0.0
 other_metric 5
 """
-_AFTER = _BEFORE.replace("herald_messages_out_total 10.0", "herald_messages_out_total 110.0").replace(
-    'herald_connections{transport="ws"} 0.0', 'herald_connections{transport="ws"} 7.0').replace(
-    'le="0.001"} 0.0', 'le="0.001"} 90.0').replace('le="0.01"} 0.0', 'le="0.01"} 100.0').replace(
-    'le="+Inf"} 0.0', 'le="+Inf"} 100.0').replace("seconds_count 0.0", "seconds_count 100.0").replace(
-    "seconds_sum 0.0", "seconds_sum 0.2")
+_AFTER = (
+    _BEFORE.replace("herald_messages_out_total 10.0", "herald_messages_out_total 110.0")
+    .replace('herald_connections{transport="ws"} 0.0', 'herald_connections{transport="ws"} 7.0')
+    .replace('le="0.001"} 0.0', 'le="0.001"} 90.0')
+    .replace('le="0.01"} 0.0', 'le="0.01"} 100.0')
+    .replace('le="+Inf"} 0.0', 'le="+Inf"} 100.0')
+    .replace("seconds_count 0.0", "seconds_count 100.0")
+    .replace("seconds_sum 0.0", "seconds_sum 0.2")
+)
 
 
 def test_metrics_snapshot_reports_values_deltas_and_server_fanout_latency() -> None:
     assert "other_metric" not in parse_prometheus(_AFTER)
     assert "herald_messages_out_created" not in parse_prometheus(_AFTER)
-    out = summarize({"u": parse_prometheus(_BEFORE), "down": "unreachable"},
-                    {"u": parse_prometheus(_AFTER), "down": "unreachable (ClientConnectorError)"})
+    out = summarize(
+        {"u": parse_prometheus(_BEFORE), "down": "unreachable"},
+        {"u": parse_prometheus(_AFTER), "down": "unreachable (ClientConnectorError)"},
+    )
     metrics = out["u"]["metrics"]
     assert metrics["herald_messages_out_total"] == {"value": 110.0, "delta": 100.0}
     assert metrics['herald_connections{transport="ws"}'] == {"value": 7.0}
@@ -126,13 +141,16 @@ def test_config_defaults_follow_the_targets() -> None:
     assert "api_key" not in cfg.to_dict() and "jwt_secret" not in cfg.to_dict()
 
 
-@pytest.mark.parametrize(("kw", "message"), [
-    ({"scenario": "drain"}, "at least two"),
-    ({"connections": 0}, "--connections"),
-    ({"workers": 5, "connections": 4}, "--workers"),
-    ({"settle": 5, "grace": 1}, "--settle"),
-    ({"scenario": "direct", "direct_via": "notify", "batch": 10}, "--batch"),
-])
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"scenario": "drain"}, "at least two"),
+        ({"connections": 0}, "--connections"),
+        ({"workers": 5, "connections": 4}, "--workers"),
+        ({"settle": 5, "grace": 1}, "--settle"),
+        ({"scenario": "direct", "direct_via": "notify", "batch": 10}, "--batch"),
+    ],
+)
 def test_unusable_options_are_refused(kw: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         LoadConfig(**kw)
@@ -143,7 +161,8 @@ def test_drain_targets_default_to_all_but_the_last() -> None:
     assert LoadConfig(scenario="drain", targets=targets).drain_targets == ("http://a:1", "http://b:1")
     assert LoadConfig(scenario="drain", targets=targets, drain_pids=(7,)).drain_targets == ("http://a:1",)
     assert LoadConfig(scenario="drain", targets=targets, drain_count=3).drain_targets == tuple(
-        normalize_target(t) for t in targets)
+        normalize_target(t) for t in targets
+    )
     assert LoadConfig(scenario="fanout", targets=targets).drain_targets == ()
 
 

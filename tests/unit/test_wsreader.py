@@ -176,7 +176,7 @@ def test_an_idle_reader_holds_no_bytes_between_complete_messages(stream: tuple[b
                                                                  cuts: list[int]) -> None:
     """Once every fed frame is complete the reader keeps no buffer and no fragments (an idle
     connection holds no parser state); in between it keeps only what is incomplete."""
-    data, expected = stream
+    data, _expected = stream
     reader = FrameReader(BIG)
     feed_chunks(reader, split(data, cuts))
     assert reader._buf == b""

@@ -28,9 +28,14 @@ __all__ = ["RedisBroker"]
 
 
 class RedisBroker(Broker):
-    def __init__(self, shards: Shards, inboxes: Inboxes, *,
-                 options: Callable[[str], NamespaceOptions] = lambda ns: NamespaceOptions(),
-                 idempotency_window: float = 300.0) -> None:
+    def __init__(
+        self,
+        shards: Shards,
+        inboxes: Inboxes,
+        *,
+        options: Callable[[str], NamespaceOptions] = lambda ns: NamespaceOptions(),
+        idempotency_window: float = 300.0,
+    ) -> None:
         self._shards = shards
         self._inboxes = inboxes
         self._options = options
@@ -49,21 +54,43 @@ class RedisBroker(Broker):
         """(shard, keys, args) of the publish_append script for one message."""
         p = self._shards.partition(r.channel)
         opts = self._options(namespace_of(r.channel))
-        ks = [keys.hist_key(p, r.channel), keys.log_key(p), keys.epoch_key(p), keys.idem_key(p, r.idempotency_key or "-")]
-        args = [r.channel, pack_payload(r.event, r.sender, r.data), opts.history_size, int(opts.history_ttl * 1000),
-                self._new_epoch(), "1" if r.idempotency_key else "0", self._idempotency_ms, keys.LOG_CAP]
+        ks = [
+            keys.hist_key(p, r.channel),
+            keys.log_key(p),
+            keys.epoch_key(p),
+            keys.idem_key(p, r.idempotency_key or "-"),
+        ]
+        args = [
+            r.channel,
+            pack_payload(r.event, r.sender, r.data),
+            opts.history_size,
+            int(opts.history_ttl * 1000),
+            self._new_epoch(),
+            "1" if r.idempotency_key else "0",
+            self._idempotency_ms,
+            keys.LOG_CAP,
+        ]
         return self._shards.of_partition(p), ks, args
 
-    async def publish(self, channel: ChannelName, data: Any, *, event: str = "message", sender: str | None = None,
-                      idempotency_key: str | None = None) -> PublishResult:
+    async def publish(
+        self,
+        channel: ChannelName,
+        data: Any,
+        *,
+        event: str = "message",
+        sender: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> PublishResult:
         request = PublishRequest(channel, data, event, sender, idempotency_key)
         s, ks, args = self._publish_call(request)
         return _publish_result(request, await self._shards.run(s, "publish_append", ks, args, "publish"))
 
     async def publish_batch(self, requests: Sequence[PublishRequest]) -> list[PublishResult | Exception]:
         """Every message its own atomic script, all of them in the shards' next batches."""
-        futures = [self._shards.run(s, "publish_append", ks, args, "publish")
-                   for s, ks, args in map(self._publish_call, requests)]
+        futures = [
+            self._shards.run(s, "publish_append", ks, args, "publish")
+            for s, ks, args in map(self._publish_call, requests)
+        ]
         out: list[PublishResult | Exception] = []
         for r, reply in zip(requests, await asyncio.gather(*futures), strict=True):
             try:
@@ -74,21 +101,32 @@ class RedisBroker(Broker):
 
     async def signal(self, channel: ChannelName, frame: dict[str, Any]) -> None:
         p = self._shards.partition(channel)
-        await self._shards.call(self._shards.of_partition(p), "signal", "xadd", keys.log_key(p),
-                                {"k": "g", "c": channel, "f": msgpack.packb(frame)},
-                                maxlen=keys.LOG_CAP, approximate=True)
+        await self._shards.call(
+            self._shards.of_partition(p),
+            "signal",
+            "xadd",
+            keys.log_key(p),
+            {"k": "g", "c": channel, "f": msgpack.packb(frame)},
+            maxlen=keys.LOG_CAP,
+            approximate=True,
+        )
 
     # --- history ------------------------------------------------------------------------------
-    async def history(self, channel: ChannelName, *, since: Position | None = None,
-                      limit: int | None = None) -> HistoryResult:
+    async def history(
+        self, channel: ChannelName, *, since: Position | None = None, limit: int | None = None
+    ) -> HistoryResult:
         p = self._shards.partition(channel)
         opts = self._options(namespace_of(channel))
         count = -1 if limit is None else limit
         if count == 0 and since is None:
             count = 0
         res = await self._shards.script(
-            self._shards.of_partition(p), "history_read", [keys.hist_key(p, channel), keys.epoch_key(p)],
-            [self._new_epoch(), int(opts.history_ttl * 1000), since.offset if since else "", count], "history")
+            self._shards.of_partition(p),
+            "history_read",
+            [keys.hist_key(p, channel), keys.epoch_key(p)],
+            [self._new_epoch(), int(opts.history_ttl * 1000), since.offset if since else "", count],
+            "history",
+        )
         epoch, last, dropped = Epoch(decoded(res[0])), decoded(res[1]), decoded(res[2])
         entries = res[3]
         if since is None:
@@ -108,9 +146,13 @@ class RedisBroker(Broker):
         else:
             self._subscriptions.pop((node, channel), None)
         p = self._shards.partition(channel)
-        await self._shards.script(self._shards.of_partition(p), "subscription_set",
-                                  [keys.subs_key(p), keys.log_key(p)],
-                                  [channel, node, "1" if on else "0", keys.LOG_CAP], "subscribe")
+        await self._shards.script(
+            self._shards.of_partition(p),
+            "subscription_set",
+            [keys.subs_key(p), keys.log_key(p)],
+            [channel, node, "1" if on else "0", keys.LOG_CAP],
+            "subscribe",
+        )
 
     async def subscribe(self, node: str, channel: ChannelName) -> None:
         await self._set_subscription(node, channel, True)
@@ -133,8 +175,13 @@ class RedisBroker(Broker):
             s = self._shards.of_partition(p)
             fields = await self._shards.hscan_fields(s, "cleanup", keys.subs_key(p), pattern)
             for channel in (decoded(f).partition("\n")[0] for f in fields):
-                await self._shards.script(s, "subscription_set", [keys.subs_key(p), keys.log_key(p)],
-                                          [channel, node, "0", keys.LOG_CAP], "cleanup")
+                await self._shards.script(
+                    s,
+                    "subscription_set",
+                    [keys.subs_key(p), keys.log_key(p)],
+                    [channel, node, "0", keys.LOG_CAP],
+                    "cleanup",
+                )
                 removed += 1
         return removed
 

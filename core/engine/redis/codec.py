@@ -18,7 +18,8 @@ def decoded(value: bytes | str) -> str:
 
 
 def pack_payload(event: str, sender: str | None, data: Any) -> bytes:
-    return msgpack.packb([event, sender, data], use_bin_type=True)
+    packed: bytes = msgpack.packb([event, sender, data], use_bin_type=True)
+    return packed
 
 
 def _ms(offset: str) -> int:
@@ -37,7 +38,8 @@ def unpack_publication(channel: str, offset: str, epoch: str, payload: bytes) ->
 
 
 def pack_batch(items: Sequence[list[Any]]) -> bytes:
-    return msgpack.packb(list(items), use_bin_type=True)
+    packed: bytes = msgpack.packb(list(items), use_bin_type=True)
+    return packed
 
 
 def unpack_batch(raw: bytes) -> list[Delivery]:

@@ -24,7 +24,8 @@ def _pack(args: tuple[Any, ...]) -> bytes:
     elif b" " in first:
         args = (*first.split(), *args[1:])
     try:
-        return hiredis.pack_command(args)
+        packed: bytes = hiredis.pack_command(args)
+        return packed
     except TypeError as exc:
         raise DataError(str(exc)) from exc
 

@@ -55,13 +55,19 @@ class RedisCoordination(Coordination):
         await self._tasks.cancel_all()
 
     async def heartbeat(self, member: str, status: dict[str, Any]) -> bool:
-        await self._shards.execute(GLOBAL, "heartbeat", [
-            cmd("hset", keys.MEMBER_STATUS_KEY, member, orjson.dumps(status)),
-            cmd("zadd", keys.MEMBERS_KEY, {member: int(time.time() * 1000)})])
+        await self._shards.execute(
+            GLOBAL,
+            "heartbeat",
+            [
+                cmd("hset", keys.MEMBER_STATUS_KEY, member, orjson.dumps(status)),
+                cmd("zadd", keys.MEMBERS_KEY, {member: int(time.time() * 1000)}),
+            ],
+        )
         role, _, ident = member.partition(":")
         if role == "node" and ident in self._inboxes.nodes:
-            cleaned = await self._shards.call(self._shards.of_node(ident), "heartbeat", "getdel",
-                                              keys.cleaned_key(ident))
+            cleaned = await self._shards.call(
+                self._shards.of_node(ident), "heartbeat", "getdel", keys.cleaned_key(ident)
+            )
             if cleaned is not None:
                 log.warning("engine.node.cleaned_while_alive", node=ident)
                 await self.reassert()
@@ -81,10 +87,14 @@ class RedisCoordination(Coordination):
         while True:
             for i in range(self._shards.count):
                 try:
-                    previous = await self._shards.call(i, "incarnation", "set", keys.INCARNATION_KEY,
-                                                       secrets.token_hex(8), nx=True, get=True)
-                    current = previous if previous is not None else await self._shards.call(
-                        i, "incarnation", "get", keys.INCARNATION_KEY)
+                    previous = await self._shards.call(
+                        i, "incarnation", "set", keys.INCARNATION_KEY, secrets.token_hex(8), nx=True, get=True
+                    )
+                    current = (
+                        previous
+                        if previous is not None
+                        else await self._shards.call(i, "incarnation", "get", keys.INCARNATION_KEY)
+                    )
                 except EngineUnavailable:
                     continue
                 known = self._incarnations.get(i)
@@ -101,8 +111,11 @@ class RedisCoordination(Coordination):
             await asyncio.sleep(period)
 
     async def members(self) -> dict[str, tuple[float, dict[str, Any]]]:
-        seen, statuses = await self._shards.execute(GLOBAL, "members", [
-            cmd("zrange", keys.MEMBERS_KEY, 0, -1, withscores=True), cmd("hgetall", keys.MEMBER_STATUS_KEY)])
+        seen, statuses = await self._shards.execute(
+            GLOBAL,
+            "members",
+            [cmd("zrange", keys.MEMBERS_KEY, 0, -1, withscores=True), cmd("hgetall", keys.MEMBER_STATUS_KEY)],
+        )
         out: dict[str, tuple[float, dict[str, Any]]] = {}
         for member, score in seen:
             raw = statuses.get(member)
@@ -111,8 +124,9 @@ class RedisCoordination(Coordination):
 
     async def _alive(self, within: float, what: str) -> list[str]:
         since = int(time.time() * 1000) - int(within * 1000)
-        return [decoded(m) for m in await self._shards.call(GLOBAL, what, "zrangebyscore", keys.MEMBERS_KEY,
-                                                              since, "+inf")]
+        return [
+            decoded(m) for m in await self._shards.call(GLOBAL, what, "zrangebyscore", keys.MEMBERS_KEY, since, "+inf")
+        ]
 
     async def alive(self, role: str, within: float) -> list[str]:
         return _of_role(await self._alive(within, "members"), role)
@@ -121,12 +135,17 @@ class RedisCoordination(Coordination):
         await self._shards.call(GLOBAL, "members", "hset", keys.MEMBER_STATUS_KEY, member, orjson.dumps(status))
 
     async def forget_member(self, member: str) -> None:
-        await self._shards.execute(GLOBAL, "members", [
-            cmd("zrem", keys.MEMBERS_KEY, member), cmd("hdel", keys.MEMBER_STATUS_KEY, member)], transaction=True)
+        await self._shards.execute(
+            GLOBAL,
+            "members",
+            [cmd("zrem", keys.MEMBERS_KEY, member), cmd("hdel", keys.MEMBER_STATUS_KEY, member)],
+            transaction=True,
+        )
 
     async def hold_lease(self, name: str, holder: str, ttl: float) -> bool:
-        held = await self._shards.script(GLOBAL, "lease_renew", [keys.named_lease_key(name)],
-                                         [holder, int(ttl * 1000)], "lease")
+        held = await self._shards.script(
+            GLOBAL, "lease_renew", [keys.named_lease_key(name)], [holder, int(ttl * 1000)], "lease"
+        )
         return bool(held)
 
     async def release_lease(self, name: str, holder: str) -> None:
@@ -137,8 +156,13 @@ class RedisCoordination(Coordination):
 
     async def info(self) -> dict[str, Any]:
         names = await self._alive(ALIVE_TTL_MS / 1000, "info")
-        return {"engine": "redis", "shards": self._shards.count, "partitions": self._shards.partitions,
-                "nodes": _of_role(names, "node"), "routers": _of_role(names, "router")}
+        return {
+            "engine": "redis",
+            "shards": self._shards.count,
+            "partitions": self._shards.partitions,
+            "nodes": _of_role(names, "node"),
+            "routers": _of_role(names, "router"),
+        }
 
     async def cleanup_node(self, node: str) -> dict[str, int]:
         """Subscriptions are found by scanning each partition's registry; presence entries and
@@ -146,12 +170,18 @@ class RedisCoordination(Coordination):
         tombstone stays for an hour: a node that was only paused re-registers on finding it."""
         subscriptions = await self._broker.drop_node_subscriptions(node, self._shards.partitions)
         presence, connections = await self._presence.drop_node_entries(node, self._broker.signal)
-        await self._shards.execute(self._shards.of_node(node), "cleanup", [
-            cmd("delete", keys.inbox_key(node), keys.node_index_key(node)),
-            cmd("set", keys.cleaned_key(node), b"1", ex=3600)], transaction=True)
+        await self._shards.execute(
+            self._shards.of_node(node),
+            "cleanup",
+            [
+                cmd("delete", keys.inbox_key(node), keys.node_index_key(node)),
+                cmd("set", keys.cleaned_key(node), b"1", ex=3600),
+            ],
+            transaction=True,
+        )
         return {"subscriptions": subscriptions, "presence": presence, "connections": connections}
 
 
 def _of_role(names: list[str], role: str) -> list[str]:
     prefix = f"{role}:"
-    return sorted(name[len(prefix):] for name in names if name.startswith(prefix))
+    return sorted(name[len(prefix) :] for name in names if name.startswith(prefix))

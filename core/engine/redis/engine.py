@@ -52,8 +52,9 @@ class RedisEngine(Engine):
         self.shards = Shards(urls, partitions=partitions)
         self.inboxes = Inboxes(self.shards)
         self.broker = RedisBroker(self.shards, self.inboxes, options=options, idempotency_window=idempotency_window)
-        self.presence_manager = RedisPresence(self.shards, self.inboxes.local_node, options=options,
-                                              presence_ttl=presence_ttl)
+        self.presence_manager = RedisPresence(
+            self.shards, self.inboxes.local_node, options=options, presence_ttl=presence_ttl
+        )
         self.coordination = RedisCoordination(self.shards, self.inboxes, self.broker, self.presence_manager)
         self.log = RedisPartitionLog(self.shards)
 
@@ -91,15 +92,23 @@ class RedisEngine(Engine):
     def backlog(self, node: str) -> int:
         return self.broker.backlog(node)
 
-    async def publish(self, channel: ChannelName, data: Any, *, event: str = "message", sender: str | None = None,
-                      idempotency_key: str | None = None) -> PublishResult:
+    async def publish(
+        self,
+        channel: ChannelName,
+        data: Any,
+        *,
+        event: str = "message",
+        sender: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> PublishResult:
         return await self.broker.publish(channel, data, event=event, sender=sender, idempotency_key=idempotency_key)
 
     async def publish_batch(self, requests: Sequence[PublishRequest]) -> list[PublishResult | Exception]:
         return await self.broker.publish_batch(requests)
 
-    async def history(self, channel: ChannelName, *, since: Position | None = None,
-                      limit: int | None = None) -> HistoryResult:
+    async def history(
+        self, channel: ChannelName, *, since: Position | None = None, limit: int | None = None
+    ) -> HistoryResult:
         return await self.broker.history(channel, since=since, limit=limit)
 
     async def subscribe(self, node: str, channel: ChannelName) -> None:

@@ -47,8 +47,9 @@ class Inboxes:
     async def attach(self, node: str, deliver: DeliverFn) -> None:
         self.nodes[node] = deliver
         # Start after whatever an earlier process with this node id left behind.
-        newest = await self._shards.call(self._shards.of_node(node), "attach", "xrevrange",
-                                         keys.inbox_key(node), count=1)
+        newest = await self._shards.call(
+            self._shards.of_node(node), "attach", "xrevrange", keys.inbox_key(node), count=1
+        )
         self._read[node] = newest[0][0] if newest else b"0-0"
         self._node_tasks[node] = [
             self._tasks.spawn(self._read_loop(node, deliver), name=f"engine.inbox.{node}"),
@@ -65,9 +66,15 @@ class Inboxes:
         return self._backlog.get(node, 0)
 
     async def order(self, node: str, order: Order) -> None:
-        await self._shards.call(self._shards.of_node(node), "order", "xadd", keys.inbox_key(node),
-                                {"o": orjson.dumps({"action": order.action, "args": order.args})},
-                                maxlen=INBOX_CAP, approximate=True)
+        await self._shards.call(
+            self._shards.of_node(node),
+            "order",
+            "xadd",
+            keys.inbox_key(node),
+            {"o": orjson.dumps({"action": order.action, "args": order.args})},
+            maxlen=INBOX_CAP,
+            approximate=True,
+        )
 
     async def _read_loop(self, node: str, deliver: DeliverFn) -> None:
         """Read this node's inbox with one blocking XREAD; survive Redis outages, resume from the
@@ -77,8 +84,9 @@ class Inboxes:
         delay = 0.05
         while node in self.nodes:
             try:
-                reply = await self._shards.blocking(shard, "inbox", "xread", {key: self._read[node]},
-                                                    count=500, block=1000)
+                reply = await self._shards.blocking(
+                    shard, "inbox", "xread", {key: self._read[node]}, count=500, block=1000
+                )
                 delay = 0.05
             except EngineUnavailable as exc:
                 log.warning("engine.inbox.unreachable", node=node, error=type(exc.__cause__).__name__)
@@ -106,8 +114,9 @@ class Inboxes:
         while node in self.nodes:
             await asyncio.sleep(INBOX_HOUSEKEEPING)
             try:
-                _, length = await self._shards.execute(shard, "inbox", [
-                    cmd("xtrim", key, minid=self._read[node], approximate=False), cmd("xlen", key)])
+                _, length = await self._shards.execute(
+                    shard, "inbox", [cmd("xtrim", key, minid=self._read[node], approximate=False), cmd("xlen", key)]
+                )
                 self._backlog[node] = max(0, int(length) - 1)
             except EngineUnavailable:
                 pass

@@ -6,9 +6,24 @@ Keys of a partition carry the hash tag `{p}` so they share a Redis Cluster slot 
 from __future__ import annotations
 
 __all__ = [
-    "hist_key", "log_key", "epoch_key", "subs_key", "idem_key", "presence_key", "presence_exp_key",
-    "users_key", "lease_key", "named_lease_key", "inbox_key", "node_index_key", "cleaned_key", "MEMBERS_KEY",
-    "MEMBER_STATUS_KEY", "INCARNATION_KEY", "GROUP", "LOG_CAP",
+    "hist_key",
+    "log_key",
+    "epoch_key",
+    "subs_key",
+    "idem_key",
+    "presence_key",
+    "presence_exp_key",
+    "users_key",
+    "lease_key",
+    "named_lease_key",
+    "inbox_key",
+    "node_index_key",
+    "cleaned_key",
+    "MEMBERS_KEY",
+    "MEMBER_STATUS_KEY",
+    "INCARNATION_KEY",
+    "GROUP",
+    "LOG_CAP",
 ]
 
 #: Approximate cap of a partition log (routers trim far below it).

@@ -41,16 +41,18 @@ class RedisPartitionLog(PartitionLog):
         return self._shards.of_partition(p)
 
     async def acquire(self, p: int, holder: str, ttl_ms: int) -> bool:
-        return bool(await self._shards.script(self.shard_of(p), "lease_renew", [keys.lease_key(p)],
-                                              [holder, ttl_ms], "lease"))
+        return bool(
+            await self._shards.script(self.shard_of(p), "lease_renew", [keys.lease_key(p)], [holder, ttl_ms], "lease")
+        )
 
     async def release(self, p: int, holder: str) -> None:
         await self._shards.script(self.shard_of(p), "lease_release", [keys.lease_key(p)], [holder], "lease")
 
     async def ensure_group(self, p: int) -> None:
         try:
-            await self._shards.call(self.shard_of(p), "group", "xgroup_create", keys.log_key(p), keys.GROUP,
-                                    id="0", mkstream=True)
+            await self._shards.call(
+                self.shard_of(p), "group", "xgroup_create", keys.log_key(p), keys.GROUP, id="0", mkstream=True
+            )
         except EngineRefused as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
@@ -58,25 +60,39 @@ class RedisPartitionLog(PartitionLog):
     async def subscriptions(self, p: int) -> dict[bytes, bytes]:
         return dict(await self._shards.call(self.shard_of(p), "snapshot", "hgetall", keys.subs_key(p)))
 
-    async def read(self, shard: int, partitions: Sequence[int], consumer: str, count: int,
-                   block_ms: int) -> list[tuple[int, list[LogEntry]]]:
+    async def read(
+        self, shard: int, partitions: Sequence[int], consumer: str, count: int, block_ms: int
+    ) -> list[tuple[int, list[LogEntry]]]:
         streams = {keys.log_key(p): ">" for p in partitions}
         with _group_lost(shard):
-            reply = await self._shards.blocking(shard, "read", "xreadgroup", keys.GROUP, consumer, streams,
-                                                count=count, block=block_ms)
+            reply = await self._shards.blocking(
+                shard, "read", "xreadgroup", keys.GROUP, consumer, streams, count=count, block=block_ms
+            )
         return [(_partition(stream), entries) for stream, entries in reply or ()]
 
     async def claim(self, p: int, consumer: str, start: str, count: int) -> tuple[str, list[LogEntry]]:
         s = self.shard_of(p)
         with _group_lost(s):
-            cursor, entries, *_ = await self._shards.call(s, "claim", "xautoclaim", keys.log_key(p), keys.GROUP,
-                                                          consumer, min_idle_time=0, start_id=start, count=count)
+            cursor, entries, *_ = await self._shards.call(
+                s,
+                "claim",
+                "xautoclaim",
+                keys.log_key(p),
+                keys.GROUP,
+                consumer,
+                min_idle_time=0,
+                start_id=start,
+                count=count,
+            )
         return decoded(cursor), [e for e in entries if e[1] is not None]
 
-    async def forward(self, shard: int, inboxes: dict[str, list[list[Any]]], acks: dict[int, list[bytes]],
-                      trims: dict[int, bytes]) -> None:
-        appends = [(node, cmd("xadd", keys.inbox_key(node), {"b": pack_batch(items)}, maxlen=INBOX_CAP,
-                              approximate=True)) for node, items in inboxes.items()]
+    async def forward(
+        self, shard: int, inboxes: dict[str, list[list[Any]]], acks: dict[int, list[bytes]], trims: dict[int, bytes]
+    ) -> None:
+        appends = [
+            (node, cmd("xadd", keys.inbox_key(node), {"b": pack_batch(items)}, maxlen=INBOX_CAP, approximate=True))
+            for node, items in inboxes.items()
+        ]
         done: list[Call] = [cmd("xack", keys.log_key(p), keys.GROUP, *ids) for p, ids in acks.items()]
         done += [cmd("xtrim", keys.log_key(p), minid=minid, approximate=True) for p, minid in trims.items()]
         if appends and all(self._shards.of_node(node) == shard for node, _ in appends):

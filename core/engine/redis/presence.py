@@ -37,9 +37,14 @@ SignalFn = Callable[[ChannelName, dict[str, Any]], Awaitable[None]]
 class RedisPresence(Presence):
     """`local_node` names the node this process serves (its user connections are indexed for it)."""
 
-    def __init__(self, shards: Shards, local_node: Callable[[], str | None], *,
-                 options: Callable[[str], NamespaceOptions] = lambda ns: NamespaceOptions(),
-                 presence_ttl: float = PRESENCE_TTL) -> None:
+    def __init__(
+        self,
+        shards: Shards,
+        local_node: Callable[[], str | None],
+        *,
+        options: Callable[[str], NamespaceOptions] = lambda ns: NamespaceOptions(),
+        presence_ttl: float = PRESENCE_TTL,
+    ) -> None:
         self._shards = shards
         self._local_node = local_node
         self._options = options
@@ -76,8 +81,7 @@ class RedisPresence(Presence):
 
     async def _remove_entry(self, channel: str, client: str, what: str) -> None:
         s, ks = self._presence_keys(channel)
-        await self._shards.execute(s, what, [cmd("hdel", ks[0], client), cmd("zrem", ks[1], client)],
-                                   transaction=True)
+        await self._shards.execute(s, what, [cmd("hdel", ks[0], client), cmd("zrem", ks[1], client)], transaction=True)
 
     async def presence_remove(self, channel: ChannelName, client: str) -> None:
         entry = self._presence.pop((channel, client), None)
@@ -115,8 +119,13 @@ class RedisPresence(Presence):
 
     async def disconnect_user(self, user: str, code: int) -> int:
         p, s, key = self._user_key(user)
-        n = await self._shards.script(s, "user_disconnect", [key, keys.log_key(p)],
-                                      [user, code, int(time.time() * 1000), keys.LOG_CAP], "disconnect")
+        n = await self._shards.script(
+            s,
+            "user_disconnect",
+            [key, keys.log_key(p)],
+            [user, code, int(time.time() * 1000), keys.LOG_CAP],
+            "disconnect",
+        )
         return int(n)
 
     # --- the cleanup index --------------------------------------------------------------------
@@ -136,8 +145,8 @@ class RedisPresence(Presence):
 
     def _index_calls(self, node: str, added: Sequence[bytes], removed: Sequence[bytes] = ()) -> list[Call]:
         key = keys.node_index_key(node)
-        calls = [cmd("sadd", key, *added[i:i + 1000]) for i in range(0, len(added), 1000)]
-        calls += [cmd("srem", key, *removed[i:i + 1000]) for i in range(0, len(removed), 1000)]
+        calls = [cmd("sadd", key, *added[i : i + 1000]) for i in range(0, len(added), 1000)]
+        calls += [cmd("srem", key, *removed[i : i + 1000]) for i in range(0, len(removed), 1000)]
         return [*calls, cmd("pexpire", key, int(self._ttl * 2000))]
 
     async def flush_index(self) -> None:
@@ -193,8 +202,12 @@ class RedisPresence(Presence):
         calls += [self._user_call(user, client, 1 << 30, now) for user, client in list(self._users)]
         await self._refresh_index()
         for start in range(0, len(calls), batch):
-            replies = await asyncio.gather(*(self._shards.run(s, script, ks, args, "refresh")
-                                             for s, script, ks, args in calls[start:start + batch]))
+            replies = await asyncio.gather(
+                *(
+                    self._shards.run(s, script, ks, args, "refresh")
+                    for s, script, ks, args in calls[start : start + batch]
+                )
+            )
             for reply in replies:
                 if isinstance(reply, Exception):
                     raise reply
@@ -212,8 +225,10 @@ class RedisPresence(Presence):
 
 
 def _presence_ref(channel: str, entry: PresenceEntry) -> bytes:
-    return msgpack.packb(["p", channel, entry.client, entry.user])
+    ref: bytes = msgpack.packb(["p", channel, entry.client, entry.user])
+    return ref
 
 
 def _user_ref(user: str, client: str) -> bytes:
-    return msgpack.packb(["u", user, client])
+    ref: bytes = msgpack.packb(["u", user, client])
+    return ref

@@ -123,10 +123,16 @@ class Shards:
         if url.startswith("redis://"):  # TLS and Unix sockets keep redis-py's own classes
             kw["connection_class"] = HiredisPackingConnection
         pool = aioredis.BlockingConnectionPool.from_url(
-            url, max_connections=max_connections, timeout=10, decode_responses=False,
-            socket_connect_timeout=2.0, health_check_interval=15,
+            url,
+            max_connections=max_connections,
+            timeout=10,
+            decode_responses=False,
+            socket_connect_timeout=2.0,
+            health_check_interval=15,
             retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
-            retry_on_error=[RedisConnectionError, RedisTimeoutError], **kw)
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+            **kw,
+        )
         return aioredis.Redis(connection_pool=pool)
 
     @property
@@ -234,7 +240,7 @@ class Shards:
                 batch, self._queued[s] = queued[:_PIPELINE_MAX], queued[_PIPELINE_MAX:]
                 try:
                     replies = await self._pipeline_scripts(s, batch)
-                except Exception as exc:  # noqa: BLE001 - every waiting caller must hear about it
+                except Exception as exc:
                     replies = [EngineUnavailable(f"redis failed ({what}): {exc!r}") for *_, what, _ in batch]
                 for (*_, future), reply in zip(batch, replies, strict=True):
                     if not future.done():
@@ -261,8 +267,9 @@ class Shards:
             pipe = self._clients[s].pipeline(transaction=False)
             for group in groups:
                 ks = [k for i in group for k in calls[i][1]]
-                pipe.evalsha(getattr(scripts, calls[group[0]][0]).sha, len(ks), *ks,
-                             *(a for i in group for a in calls[i][2]))
+                pipe.evalsha(
+                    getattr(scripts, calls[group[0]][0]).sha, len(ks), *ks, *(a for i in group for a in calls[i][2])
+                )
             try:
                 answers = await pipe.execute(raise_on_error=False)
             except REDIS_ERRORS:

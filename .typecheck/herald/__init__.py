@@ -1,0 +1,1 @@
+../../herald/__init__.py

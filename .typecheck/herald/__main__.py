@@ -1,0 +1,1 @@
+../../herald/__main__.py
