@@ -49,9 +49,10 @@ class UpgradeRefused(Exception):
         self.status, self.slug, self.message, self.reason = status, slug, message, reason
 
 
-def admit_upgrade(rt: NodeRuntime, origin: str | None, host: str, token: str | None, now: float) -> Principal | None:
+def admit_upgrade(rt: NodeRuntime, origin: str | None, host: str, token: str | None, now: float,
+                  forwarded_proto: str | None = None) -> Principal | None:
     """The checks before a `101`, in order: origin, draining, token (none: first-message auth)."""
-    if not rt.origin_allowed(origin, host):
+    if not rt.origin_allowed(origin, host, forwarded_proto):
         raise UpgradeRefused(403, "forbidden", "origin not allowed", "origin")
     if rt.draining:
         raise UpgradeRefused(503, "draining", "node is draining: connect to another node", "draining")
@@ -154,7 +155,7 @@ class EdgeProtocol(asyncio.Protocol):
         try:
             principal = admit_upgrade(rt, h.get("origin"), h.get("host", ""),
                                       rt.token_from(h.get("authorization"), head.query("token"),
-                                                    head.cookie("herald_token")), now)
+                                                    head.cookie("herald_token")), now, h.get("x-forwarded-proto"))
         except UpgradeRefused as refused:
             return self._refuse(refused.status, refused.slug, refused.message, refused.reason)
         subprotocol = choose_subprotocol(head, SUBPROTOCOLS)
@@ -178,7 +179,8 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
     token = rt.token_from(request.headers.get("Authorization"), request.query.get("token"),
                           request.cookies.get("herald_token"))
     try:
-        principal = admit_upgrade(rt, request.headers.get("Origin"), request.host, token, now)
+        principal = admit_upgrade(rt, request.headers.get("Origin"), request.host, token, now,
+                                  request.headers.get("X-Forwarded-Proto"))
     except UpgradeRefused as refused:
         rt.metrics.refused.labels(refused.reason).inc()
         return json_error(refused.status, refused.slug, refused.message)
