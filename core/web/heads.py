@@ -15,6 +15,7 @@ for malformed requests.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -100,6 +101,8 @@ class HeadGate:
         log.warning("http.request.malformed", peer=peer, reason=reason, status=status, suppressed=suppressed)
 
 
+#: A byte no request line may hold (RFC 9112 §3: method, target and version are visible ASCII).
+_NOT_A_REQUEST_LINE = re.compile(rb"[^\x21-\x7e \r]")
 _TOO_LARGE = http_error(431, "bad_request", f"request head over {MAX_HEAD} bytes")
 
 
@@ -153,6 +156,10 @@ class HeadGuard(asyncio.Protocol):
         searched = max(0, len(buf) - 2)  # a blank line may straddle two reads
         buf += data
         if head_end(buf, searched) < 0:
+            line_end = buf.find(b"\n")
+            if _NOT_A_REQUEST_LINE.search(buf, 0, len(buf) if line_end < 0 else line_end):
+                self._decided()  # not HTTP (TLS to a plain port, a scanner): aiohttp answers 400 at once
+                return self.hand_off()
             if len(buf) >= MAX_HEAD:
                 self._decided()
                 self.transport.write(_TOO_LARGE)  # type: ignore[union-attr]
