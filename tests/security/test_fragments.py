@@ -145,7 +145,9 @@ async def test_200_maximal_fragmented_messages_in_progress_stay_within_twice_the
         quiet_node: HeraldProcess, record_property: pytest.RecordProperty) -> None:
     """Each of 200 connections sends all but the last frame of a 64 KiB message in MAX_FRAGMENTS
     frames; a ping behind them (allowed inside a message) proves the node has read it all. The
-    node's RSS above its baseline must stay within 2 × 200 × the message limit."""
+    node's RSS above its baseline must stay within 2 × 200 × the message limit (issue 16); it
+    is checked against 1.5 ×, which the old reader (a list of bytes objects, ~1.9 ×) exceeded and
+    the one buffer per message (~1.05 ×) keeps with room to spare."""
     server = quiet_node
     per_frame = LIMIT // MAX_FRAGMENTS
     in_progress = (client_frame(OP_TEXT, b"a" * per_frame, fin=False)
@@ -170,7 +172,7 @@ async def test_200_maximal_fragmented_messages_in_progress_stay_within_twice_the
     finally:
         await asyncio.gather(*(close_writer(w) for _, w in conns))
     growth_kib = held - baseline
-    budget_kib = 2 * CONNECTIONS * LIMIT // 1024
+    budget_kib = 3 * CONNECTIONS * LIMIT // 2 // 1024
     record_property("rss_kib", {"baseline": baseline, "opened": opened, "held": held})
     print(f"\nRSS: baseline {baseline} KiB, {CONNECTIONS} connections open {opened} KiB, "
           f"messages in progress {held} KiB: +{growth_kib} KiB ({(held - opened)} KiB for the messages), "
