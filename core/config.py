@@ -100,7 +100,7 @@ class NodeConfig:
                                      "an idle timer")
     keepalive_timeout: float = _opt(5.0, "seconds an idle keep-alive connection stays open after an answer (and "
                                          "by which its next request head must be complete)")
-    max_pending_heads: int = _opt(1024, "connections with a request head in progress per process (over: HTTP "
+    max_pending_heads: int = _opt(4096, "connections with a request head in progress per listener (over: HTTP "
                                         "503 and close)")
     ping_interval: float = _opt(25.0, "seconds between WebSocket pings (dead after two missed)")
     idle_timeout: float = _opt(3600.0, "close (4000) after this many seconds with no message either way; 0 = never")

@@ -54,7 +54,7 @@ class HttpLimits:
 
     head_timeout: float = 10.0  # seconds to a complete request head, from its first byte (first request: from accept)
     keepalive_timeout: float = 5.0  # seconds an idle kept-alive connection stays open after an answer
-    max_pending_heads: int = 1024  # connections with a head in progress, per listener
+    max_pending_heads: int = 4096  # connections with a head in progress, per listener (the listen backlog)
 
     @classmethod
     def from_config(cls, config: Any) -> HttpLimits:
