@@ -110,7 +110,7 @@ class HeadGuard(asyncio.Protocol):
     """A new connection until its first request head is complete; then `head_complete()` (by
     default: aiohttp's protocol takes the connection with everything read so far)."""
 
-    __slots__ = ("gate", "fallback", "transport", "buf", "timer", "counted")
+    __slots__ = ("gate", "fallback", "transport", "buf", "timer", "counted", "line_done")
 
     def __init__(self, gate: HeadGate, fallback: ProtocolFactory) -> None:
         self.gate = gate
@@ -119,6 +119,7 @@ class HeadGuard(asyncio.Protocol):
         self.buf = bytearray()
         self.timer: asyncio.TimerHandle | None = None
         self.counted = False
+        self.line_done = False  # the request line is complete (and was all visible ASCII)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -150,16 +151,18 @@ class HeadGuard(asyncio.Protocol):
         return None  # the head can no longer be completed: the transport closes
 
     def data_received(self, data: bytes) -> None:
-        if not self.counted:
+        if not self.counted or self.transport is None or self.transport.is_closing():
             return  # refused, or past its deadline
         buf = self.buf
         searched = max(0, len(buf) - 2)  # a blank line may straddle two reads
         buf += data
         if head_end(buf, searched) < 0:
-            line_end = buf.find(b"\n")
-            if _NOT_A_REQUEST_LINE.search(buf, 0, len(buf) if line_end < 0 else line_end):
-                self._decided()  # not HTTP (TLS to a plain port, a scanner): aiohttp answers 400 at once
-                return self.hand_off()
+            if not self.line_done:  # only the new bytes are looked at: a trickle costs O(n), not O(n²)
+                line_end = buf.find(b"\n", searched)
+                self.line_done = line_end >= 0
+                if _NOT_A_REQUEST_LINE.search(buf, searched, len(buf) if line_end < 0 else line_end):
+                    self._decided()  # not HTTP (TLS to a plain port, a scanner): aiohttp answers 400 at once
+                    return self.hand_off()
             if len(buf) >= MAX_HEAD:
                 self._decided()
                 self.transport.write(_TOO_LARGE)  # type: ignore[union-attr]
