@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from herald.core.config import NodeConfig
 from herald.core.engine.base import Engine
+from herald.core.web.heads import HttpLimits
 from herald.core.web.serve import serve_until_signal
 
 from .app import CONTROL, build_control_app
@@ -13,4 +14,5 @@ __all__ = ["serve_control"]
 
 async def serve_control(config: NodeConfig, engine: Engine) -> None:
     app = build_control_app(config, engine)
-    await serve_until_signal(app, config.host, config.port, component="control", ident=app[CONTROL].id)
+    await serve_until_signal(app, config.host, config.port, component="control", ident=app[CONTROL].id,
+                             limits=HttpLimits.from_config(config))

@@ -100,6 +100,19 @@ def _as_float(value: Any) -> float | None:
     return None
 
 
+def _numeric_date(claims: dict[str, Any], name: str) -> float | None:
+    """A time claim (RFC 7519 §4.1.4-6: a NumericDate) as a finite float, None when absent.
+    Present and not a number (a string, even a numeric one; a bool; NaN) → Unauthorized, on every
+    path and algorithm alike."""
+    if name not in claims:
+        return None
+    value = claims[name]
+    number = _as_float(value) if type(value) in (int, float) else None  # not a bool
+    if number is None or math.isnan(number):
+        raise Unauthorized(f"claim '{name}' must be a number (NumericDate)")
+    return number
+
+
 # --- the HS256 fast path ------------------------------------------------------------------------
 
 #: Three base64url segments; an HS256 signature is 32 bytes, 43 characters unpadded.
@@ -287,13 +300,11 @@ class Authenticator:
     def _principal(self, claims: dict[str, Any], now: float) -> tuple[Principal, float | None]:
         leeway = self._leeway
         exp, sub = claims.get("exp"), claims.get("sub")
-        expires = _as_float(exp) if type(exp) in (int, float) else None  # not a bool
+        expires, nbf, iat = _numeric_date(claims, "exp"), _numeric_date(claims, "nbf"), _numeric_date(claims, "iat")
         if expires is None or not math.isfinite(expires) or expires + leeway <= now:
             raise Unauthorized("token expired")
-        nbf = _as_float(claims.get("nbf"))
         if nbf is not None and nbf - leeway > now:
             raise Unauthorized("token not yet valid")
-        iat = _as_float(claims.get("iat"))
         if iat is not None and iat - leeway > now + 60:
             raise Unauthorized("token issued in the future")
         if not isinstance(sub, str) or not 0 < len(sub) <= 200 or not _SUB.fullmatch(sub):

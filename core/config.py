@@ -90,10 +90,18 @@ class NodeConfig:
     max_connections_per_user: int = _opt(16, "connections per user (over: 4029)")
     max_connections_per_ip: int = _opt(0, "connections per client IP, 0 = no limit (behind a proxy every client has its address)")
     max_subscriptions: int = _opt(256, "channels per connection")
-    allowed_origins: tuple[str, ...] = _opt((), "browser origins allowed besides the node's own ('*': any)")
+    allowed_origins: tuple[str, ...] = _opt((), "browser origins allowed besides the node's own, as scheme://host[:port]: "
+                                            "scheme, host and port must all match ('*': any)")
     history_size: int = _opt(100, "messages of history kept per channel (default namespace)")
     history_ttl: float = _opt(300.0, "seconds of history kept per channel (default namespace)")
     max_message_size: int = _opt(65_536, "largest client frame or API body in bytes (over: 1009 / 413)")
+    head_timeout: float = _opt(10.0, "seconds a connection has to send a complete request head, from its first "
+                                     "byte (the first request: from the connection's opening); a deadline, not "
+                                     "an idle timer")
+    keepalive_timeout: float = _opt(5.0, "seconds an idle keep-alive connection stays open after an answer (and "
+                                         "by which its next request head must be complete)")
+    max_pending_heads: int = _opt(4096, "connections with a request head in progress per listener (over: HTTP "
+                                        "503 and close)")
     ping_interval: float = _opt(25.0, "seconds between WebSocket pings (dead after two missed)")
     idle_timeout: float = _opt(3600.0, "close (4000) after this many seconds with no message either way; 0 = never")
     auth_timeout: float = _opt(5.0, "seconds a connection may wait before sending its auth message")
@@ -129,7 +137,7 @@ class NodeConfig:
         if self.max_connections_per_ip < 0:
             raise ConfigError("node: --max-connections-per-ip must be >= 0 (0: no limit)")
         for name in ("max_connections", "max_connections_per_user", "max_subscriptions",
-                     "max_message_size", "send_buffer", "client_burst", "sse_max_channels"):
+                     "max_message_size", "send_buffer", "client_burst", "sse_max_channels", "max_pending_heads"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"node: --{name.replace('_', '-')} must be at least 1")
         if not (self.member_timeout > 0 and self.dead_retention >= 0 and self.rebalance_ratio > 0
@@ -138,6 +146,8 @@ class NodeConfig:
                               "--rebalance-max >= 1, --dead-retention and --rebalance-min-mean >= 0")
         if self.drain_window < 0 or self.ping_interval <= 0 or self.client_rate <= 0:
             raise ConfigError("node: --drain-window must be >= 0, --ping-interval and --client-rate > 0")
+        if not (self.head_timeout > 0 and self.keepalive_timeout > 0):
+            raise ConfigError("node: --head-timeout and --keepalive-timeout must be > 0")
         if self.dashboard_url and not _DASHBOARD_URL.fullmatch(self.dashboard_url):
             raise ConfigError("control: --dashboard-url must be an http:// or https:// URL")
         if self.log_format not in ("json", "console"):

@@ -1,5 +1,8 @@
 """The node's listener protocol: the first request on a connection decides who serves it.
 
+Like every listener's, it first waits for a complete request head, within the head deadline and
+counted against the cap of core/web/heads.py (`HeadGuard`); then:
+
 * A WebSocket upgrade on `/ws` is answered here (origin, draining and token checks, then `101`),
   and the transport is handed to a `WsConnection` for the rest of its life: no HTTP request
   object, handler task or aiohttp reader stays behind for a connection that may idle for hours.
@@ -17,7 +20,6 @@ import asyncio
 import secrets
 import socket
 import time
-from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -29,8 +31,9 @@ from herald.core.protocol.handshake import Head, HeadError, accept, choose_subpr
 from herald.core.protocol.session import Session
 from herald.core.web.api import ApiContext
 from herald.core.web.fastpath import PUBLISH_LINE, PublishConnection
+from herald.core.web.heads import HeadGate, HeadGuard, ProtocolFactory
 from herald.core.web.http import http_error, json_error
-from herald.core.web.serve import ProtocolFactory, hand_off
+from herald.core.web.serve import Edge
 
 from .runtime import RUNTIME, NodeRuntime
 from .ws import WsConnection
@@ -38,8 +41,6 @@ from .ws import WsConnection
 __all__ = ["EdgeProtocol", "edge_factory", "handle_ws"]
 
 _WS_LINES = (b"GET /ws ", b"GET /ws?")
-_LINES = (*_WS_LINES, PUBLISH_LINE)
-_HEAD_TIMEOUT = 30.0  # seconds a new connection has to send its first request head
 _NOT_AN_UPGRADE = "expected a WebSocket upgrade (Upgrade: websocket, Connection: Upgrade)"
 
 
@@ -49,9 +50,10 @@ class UpgradeRefused(Exception):
         self.status, self.slug, self.message, self.reason = status, slug, message, reason
 
 
-def admit_upgrade(rt: NodeRuntime, origin: str | None, host: str, token: str | None, now: float) -> Principal | None:
+def admit_upgrade(rt: NodeRuntime, origin: str | None, host: str, token: str | None, now: float,
+                  forwarded_proto: str | None = None) -> Principal | None:
     """The checks before a `101`, in order: origin, draining, token (none: first-message auth)."""
-    if not rt.origin_allowed(origin, host):
+    if not rt.origin_allowed(origin, host, forwarded_proto):
         raise UpgradeRefused(403, "forbidden", "origin not allowed", "origin")
     if rt.draining:
         raise UpgradeRefused(503, "draining", "node is draining: connect to another node", "draining")
@@ -74,61 +76,37 @@ def open_connection(rt: NodeRuntime, transport: Any, principal: Principal | None
     conn.start(greeting)
 
 
-class EdgeProtocol(asyncio.Protocol):
-    __slots__ = ("rt", "api", "fallback", "transport", "buf", "timer")
+class EdgeProtocol(HeadGuard):
+    __slots__ = ("rt", "api")
 
-    def __init__(self, rt: NodeRuntime, api: ApiContext, fallback: ProtocolFactory) -> None:
+    def __init__(self, rt: NodeRuntime, api: ApiContext, gate: HeadGate, fallback: ProtocolFactory) -> None:
+        super().__init__(gate, fallback)
         self.rt = rt
         self.api = api
-        self.fallback = fallback
-        self.transport: asyncio.Transport | None = None
-        self.buf = bytearray()
-        self.timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
         sock = transport.get_extra_info("socket")
         if sock is not None:  # peers that vanish (NAT, power loss) are noticed by the kernel
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        self.timer = asyncio.get_running_loop().call_later(_HEAD_TIMEOUT, transport.close)
+        super().connection_made(transport)
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._decided()
-
-    def _decided(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-
-    def data_received(self, data: bytes) -> None:
+    def head_complete(self) -> None:
         buf = self.buf
-        buf += data
-        line = next((line for line in _LINES if buf.startswith(line)), None)
-        if line is None:
-            if not any(line.startswith(buf) for line in _LINES):
-                self._hand_off()
-            return None  # else: wait for the rest of the request line
-        if line is PUBLISH_LINE:
+        if buf.startswith(PUBLISH_LINE):
             return self._publisher()
+        if not buf.startswith(_WS_LINES):
+            return self.hand_off()
         try:
             head = parse_head(buf)
         except HeadError:
-            return self._hand_off()  # aiohttp answers malformed and oversized requests
-        if head is None:
-            return None  # wait for the rest of the head
-        if not head.upgrade or head.path != "/ws":
-            return self._hand_off()  # e.g. a plain GET /ws: aiohttp's route explains
+            return self.hand_off()  # aiohttp answers malformed requests (400, the JSON error body)
+        if head is None or not head.upgrade or head.path != "/ws":
+            return self.hand_off()  # e.g. a plain GET /ws: aiohttp's route explains
         return self._upgrade(head, bytes(buf[head.body_start:]))
 
-    def _hand_off(self) -> None:
-        self._decided()
-        buf, self.buf = bytes(self.buf), bytearray()
-        hand_off(self.transport, self.fallback, buf)  # type: ignore[arg-type]
-
     def _publisher(self) -> None:
-        self._decided()
         buf, self.buf = bytes(self.buf), bytearray()
-        conn = PublishConnection(self.api, self.fallback, self.transport)
+        conn = PublishConnection(self.api, self.fallback, self.transport, self.gate)
         self.transport.set_protocol(conn)  # type: ignore[union-attr]
         conn.data_received(buf)
 
@@ -142,7 +120,6 @@ class EdgeProtocol(asyncio.Protocol):
     def _upgrade(self, head: Head, pending: bytes) -> None:
         rt, transport = self.rt, self.transport
         assert transport is not None
-        self._decided()
         self.buf = bytearray()
         problem = upgrade_error(head)
         if problem is not None:
@@ -154,7 +131,7 @@ class EdgeProtocol(asyncio.Protocol):
         try:
             principal = admit_upgrade(rt, h.get("origin"), h.get("host", ""),
                                       rt.token_from(h.get("authorization"), head.query("token"),
-                                                    head.cookie("herald_token")), now)
+                                                    head.cookie("herald_token")), now, h.get("x-forwarded-proto"))
         except UpgradeRefused as refused:
             return self._refuse(refused.status, refused.slug, refused.message, refused.reason)
         subprotocol = choose_subprotocol(head, SUBPROTOCOLS)
@@ -178,7 +155,8 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
     token = rt.token_from(request.headers.get("Authorization"), request.query.get("token"),
                           request.cookies.get("herald_token"))
     try:
-        principal = admit_upgrade(rt, request.headers.get("Origin"), request.host, token, now)
+        principal = admit_upgrade(rt, request.headers.get("Origin"), request.host, token, now,
+                                  request.headers.get("X-Forwarded-Proto"))
     except UpgradeRefused as refused:
         rt.metrics.refused.labels(refused.reason).inc()
         return json_error(refused.status, refused.slug, refused.message)
@@ -191,6 +169,6 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-def edge_factory(rt: NodeRuntime, api: ApiContext) -> Callable[[ProtocolFactory], ProtocolFactory]:
-    """For `serve_until_signal`: wrap aiohttp's protocol factory with the edge."""
-    return lambda fallback: lambda: EdgeProtocol(rt, api, fallback)
+def edge_factory(rt: NodeRuntime, api: ApiContext) -> Edge:
+    """For `serve_until_signal`: every connection starts with the edge."""
+    return lambda fallback, gate: lambda: EdgeProtocol(rt, api, gate, fallback)

@@ -13,7 +13,6 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import structlog
 from aiohttp import web
@@ -25,6 +24,7 @@ from herald.core.engine.base import Engine, PresenceEntry, leave_frame
 from herald.core.protocol.closecodes import CloseCode
 from herald.core.protocol.envelope import ChannelName, namespace_of
 from herald.core.protocol.errors import HeraldError
+from herald.core.protocol.handshake import origin_allowed
 from herald.core.protocol.session import SessionLimits
 from herald.core.tasks import TaskSet
 
@@ -101,14 +101,9 @@ class NodeRuntime:
             return "ready"
         return "drained" if self.drain_task is not None and self.drain_task.done() else "draining"
 
-    def origin_allowed(self, origin: str | None, host: str) -> bool:
-        """A browser's `Origin` must be allowed, or the node's own `Host`."""
-        if origin is None:
-            return True  # not a browser: nothing to protect against
-        allowed = self.config.allowed_origins
-        if "*" in allowed or origin in allowed:
-            return True
-        return urlsplit(origin).netloc.lower() == host.lower()
+    def origin_allowed(self, origin: str | None, host: str, forwarded_proto: str | None = None) -> bool:
+        """A browser's `Origin` must be allowed, or the node's own (scheme, host and port compared)."""
+        return origin_allowed(origin, host, self.config.allowed_origins, forwarded_proto)
 
     @staticmethod
     def token_from(authorization: str | None, query_token: str | None, cookie_token: str | None) -> str | None:

@@ -10,6 +10,7 @@ from herald.control.service import Control
 from herald.core.config import NodeConfig
 from herald.core.engine.base import Engine
 from herald.core.web.api import API
+from herald.core.web.heads import HttpLimits
 from herald.core.web.serve import serve_until_signal
 
 from .app import Service, build_node_app
@@ -30,4 +31,4 @@ async def serve_node(config: NodeConfig, engine: Engine, on_ready: Callable[[int
     # for probes and the server API until every client is gone or the window ends.
     await serve_until_signal(app, config.host, config.port, component="node", ident=rt.node_id,
                              on_ready=on_ready, before_cleanup=lambda: asyncio.shield(start_drain(rt)),
-                             edge=edge_factory(rt, app[API]))
+                             edge=edge_factory(rt, app[API]), limits=HttpLimits.from_config(config))

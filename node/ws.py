@@ -26,7 +26,7 @@ from herald.core.protocol.envelope import Auth, Publication
 from herald.core.protocol.errors import HeraldError
 from herald.core.protocol.frames import OP_CLOSE, OP_PING, OP_PONG, PING_FRAME, ws_frame
 from herald.core.protocol.session import Session, Tick
-from herald.core.protocol.wsreader import FrameError, FrameReader, close_payload
+from herald.core.protocol.wsreader import MAX_AUTH_MESSAGE, FrameError, FrameReader, close_payload
 
 from .commands import run_command
 from .hub import Encoded, Subscriber
@@ -57,7 +57,8 @@ class WsConnection(Subscriber, asyncio.Protocol):
         self.ip = ip
         self.opcode = session.codec.opcode
         self.user = session.user
-        self._reader = FrameReader(rt.config.max_message_size)
+        # Before authenticating, a connection may send one message the size of an auth message.
+        self._reader = FrameReader(rt.config.max_message_size, None if session.principal is not None else MAX_AUTH_MESSAGE)
         self._inbox: deque[Any] | None = None  # messages waiting for the worker (none when idle)
         self._queued = 0  # bytes in the inbox
         self._worker: asyncio.Task[None] | None = None
@@ -163,6 +164,7 @@ class WsConnection(Subscriber, asyncio.Protocol):
             self.close()
             self.transport.close()
             return
+        ping = None
         for op, payload in events:
             if op == OP_CLOSE:
                 self._on_close_frame(payload)  # type: ignore[arg-type]
@@ -170,12 +172,14 @@ class WsConnection(Subscriber, asyncio.Protocol):
             if self._closing:
                 continue  # waiting for the client's close frame: nothing else matters
             if op == OP_PING:
-                self.write(ws_frame(OP_PONG, payload))  # type: ignore[arg-type]
+                ping = payload  # RFC 6455 §5.5.3: answering the last of several pings is enough
             elif op == OP_PONG:
                 self.session.pong(time.time())
             else:
                 self.rt.msgs_in_ws.inc()
                 self._enqueue(payload)
+        if ping is not None and self.session.allow_ping(time.time()):  # pings share the message rate
+            self.write(ws_frame(OP_PONG, ping))  # type: ignore[arg-type]
 
     def _on_close_frame(self, payload: tuple[int | None, str]) -> None:
         code, _reason = payload

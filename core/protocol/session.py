@@ -359,6 +359,12 @@ class Session:
         self.send(err)
 
     # --- time -------------------------------------------------------------------------------
+    def allow_ping(self, now: float) -> bool:
+        """Whether a client's WebSocket ping gets a pong: pings spend the same token bucket as
+        messages (the protocol's own `ping` message included), so a ping flood costs no more
+        than the message rate allows. Pings over it are dropped, not answered."""
+        return self.state is not State.CLOSED and self._bucket.take(now)
+
     def pong(self, now: float) -> None:
         self._last_pong = now
 

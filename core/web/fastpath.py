@@ -9,7 +9,10 @@ serve itself — another path, chunked bodies, `Expect`, HTTP/1.0, a body over t
 everything after it is handed to aiohttp once the earlier answers are out.
 
 Bounded like aiohttp: reading pauses while too much is queued or the client does not read its
-answers, and a connection idle for KEEPALIVE_TIMEOUT is closed.
+answers. Timed like herald's aiohttp handler (core/web/handler.py): a connection idle for the
+keep-alive timeout after its last answer is closed, the head of a later request must be complete
+within the head timeout of its first byte (and counts against the listener's cap meanwhile), and
+a client that half-closes after its requests gets every answer before the connection is closed.
 """
 
 from __future__ import annotations
@@ -26,14 +29,13 @@ from herald.core.protocol.handshake import HeadError, parse_head
 
 from .api import ApiContext, publish_one
 from .http import API_KEY_HINT, error_body, http_response
-from .serve import ProtocolFactory, hand_off
+from .heads import REFUSAL, HeadGate, ProtocolFactory, hand_off
 
-__all__ = ["PublishConnection", "PUBLISH_LINE", "KEEPALIVE_TIMEOUT"]
+__all__ = ["PublishConnection", "PUBLISH_LINE"]
 
 log = structlog.get_logger("herald.api")
 
 PUBLISH_LINE = b"POST /api/publish "
-KEEPALIVE_TIMEOUT = 75.0  # seconds an idle keep-alive connection stays open (aiohttp's default)
 _HAND_OFF = object()  # queue marker: the rest of the connection goes to aiohttp
 _QUEUE_HIGH = 256  # queued requests: stop reading above this...
 _QUEUE_LOW = 64  # ...and resume below this
@@ -42,13 +44,14 @@ _BATCH = 64  # pipelined publishes started together
 
 
 class PublishConnection(asyncio.Protocol):
-    __slots__ = ("ctx", "fallback", "transport", "buf", "head", "queue", "queued", "worker", "handing_off",
-                 "paused", "drained", "active", "timer")
+    __slots__ = ("ctx", "fallback", "transport", "gate", "buf", "head", "queue", "queued", "worker", "handing_off",
+                 "paused", "drained", "active", "answered", "head_since", "eof", "timer")
 
-    def __init__(self, ctx: ApiContext, fallback: ProtocolFactory, transport: Any) -> None:
+    def __init__(self, ctx: ApiContext, fallback: ProtocolFactory, transport: Any, gate: HeadGate) -> None:
         self.ctx = ctx
         self.fallback = fallback
         self.transport = transport
+        self.gate = gate
         self.buf = bytearray()
         self.head: tuple[str, bool, int, int] | None = None  # parsed head of a request whose body is arriving
         self.queue: deque[Any] = deque()
@@ -58,8 +61,10 @@ class PublishConnection(asyncio.Protocol):
         self.paused = False  # reading paused: too much queued, or handing off
         self.drained: asyncio.Future[None] | None = None  # set while the client does not read its answers
         loop = asyncio.get_running_loop()
-        self.active = loop.time()
-        self.timer = loop.call_later(KEEPALIVE_TIMEOUT, self._check_idle)
+        self.active = self.answered = loop.time()  # last bytes in; last answer out (or the hand-in)
+        self.head_since: float | None = None  # first byte of a head still incomplete (counted in the gate)
+        self.eof = False  # the client half-closed: answer what came, then close
+        self.timer = loop.call_at(self.answered + gate.limits.keepalive_timeout, self._check_idle)
 
     # --- asyncio.Protocol ---------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
@@ -71,7 +76,16 @@ class PublishConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.queue.clear()  # a publish in progress completes; its answer has nowhere to go
         self.timer.cancel()
+        self._head_done()
         self.resume_writing()
+
+    def eof_received(self) -> bool | None:
+        """FIN: nothing more will come. The requests received are answered, then the connection
+        is closed (at once when there are none)."""
+        self.eof = True
+        if self.handing_off or self.worker is not None or self.queue:
+            return True
+        return None  # nothing to answer (a partial request can no longer complete): close
 
     def pause_writing(self) -> None:
         if self.drained is None:
@@ -85,11 +99,38 @@ class PublishConnection(asyncio.Protocol):
 
     def _check_idle(self) -> None:
         loop = asyncio.get_running_loop()
-        idle_until = self.active + KEEPALIVE_TIMEOUT
-        if self.worker is None and not self.queue and loop.time() >= idle_until:
+        now, limits = loop.time(), self.gate.limits
+        if self.worker is not None or self.queue:
+            due = now + 1.0  # answering: not idle
+        elif self.head_since is not None:  # a head arriving: its deadline, or the keep-alive's
+            due = min(self.head_since + limits.head_timeout, self.answered + limits.keepalive_timeout)
+        elif self.head is not None:  # a body arriving
+            due = self.active + limits.keepalive_timeout
+        else:
+            due = self.answered + limits.keepalive_timeout
+        if now >= due:
             self.transport.close()
         else:
-            self.timer = loop.call_at(max(idle_until, loop.time() + 1.0), self._check_idle)
+            self.timer = loop.call_at(due, self._check_idle)
+
+    def _head_started(self) -> None:
+        if self.worker is None and not self.queue:
+            if not self.gate.acquire():
+                self.transport.write(REFUSAL)
+                self.transport.close()
+                return
+        elif not self.gate.acquire():
+            return  # answers are on their way; the head's deadline still applies
+        self.head_since = self.active
+        due = self.head_since + self.gate.limits.head_timeout
+        if self.timer.when() > due:
+            self.timer.cancel()
+            self.timer = asyncio.get_running_loop().call_at(due, self._check_idle)
+
+    def _head_done(self) -> None:
+        if self.head_since is not None:
+            self.head_since = None
+            self.gate.release()
 
     # --- requests -----------------------------------------------------------------------------
     def _parse(self) -> None:
@@ -121,6 +162,11 @@ class PublishConnection(asyncio.Protocol):
             self._enqueue((authorization, bytes(buf[start:pos]), keep_alive))
         if pos:
             del self.buf[:pos]
+        if self.head is None and self.buf and not self.handing_off:
+            if self.head_since is None:
+                self._head_started()
+        elif self.head_since is not None:
+            self._head_done()
 
     def _hand_off_later(self) -> None:
         """The rest of the buffer (from the request just seen) goes to aiohttp once the answers
@@ -170,9 +216,12 @@ class PublishConnection(asyncio.Protocol):
                 if self.transport.is_closing():
                     return
                 self.transport.write(b"".join(answers))
+                self.answered = asyncio.get_running_loop().time()
                 if not batch[-1][2]:
                     self.transport.close()
                     return
+            if self.eof:  # the client half-closed: everything it sent is answered
+                self.transport.close()
         finally:
             self.worker = None
 
@@ -196,4 +245,5 @@ class PublishConnection(asyncio.Protocol):
         buf, self.buf = bytes(self.buf), bytearray()
         if self.paused:
             self.transport.resume_reading()
-        hand_off(self.transport, self.fallback, buf)
+        self._head_done()
+        hand_off(self.transport, self.fallback, buf, eof=self.eof)

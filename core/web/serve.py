@@ -9,23 +9,17 @@ from collections.abc import Awaitable, Callable
 import structlog
 from aiohttp import web
 
-__all__ = ["serve_until_signal", "hand_off", "ProtocolFactory"]
+from .handler import handler_factory
+from .heads import HeadGate, HttpLimits, ProtocolFactory, guard_factory, hand_off
 
-ProtocolFactory = Callable[[], asyncio.Protocol]
+__all__ = ["serve_until_signal", "hand_off", "ProtocolFactory", "Edge"]
+
+#: Wraps aiohttp's protocol factory with a protocol that sees each connection first.
+Edge = Callable[[ProtocolFactory, HeadGate], ProtocolFactory]
 
 log = structlog.get_logger("herald.serve")
 
 CLEANUP_TIMEOUT = 5.0  # seconds the shutdown after a drain may take
-
-
-def hand_off(transport: asyncio.Transport, factory: ProtocolFactory, data: bytes) -> None:
-    """Give a connection whose first `data` was read by an edge protocol to `factory`'s protocol
-    (aiohttp's request handler), as if it had been that protocol's from the start."""
-    protocol = factory()
-    transport.set_protocol(protocol)
-    protocol.connection_made(transport)
-    if data:
-        protocol.data_received(data)
 
 
 async def serve_until_signal(
@@ -37,17 +31,23 @@ async def serve_until_signal(
     ident: str,
     on_ready: Callable[[int], None] | None = None,
     before_cleanup: Callable[[], Awaitable[object]] | None = None,
-    edge: Callable[[ProtocolFactory], ProtocolFactory] | None = None,
+    edge: Edge | None = None,
+    limits: HttpLimits | None = None,
 ) -> None:
     """Listen; on the first signal run `before_cleanup` (e.g. drain) while still listening, then
-    clean up; a second signal stops at once. `edge` wraps aiohttp's protocol factory: a protocol
-    that sees each connection first and may hand it to aiohttp (the node's WebSocket edge)."""
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0)
+    clean up; a second signal stops at once. Every connection first meets a head guard
+    (core/web/heads.py: `limits`' deadline and cap), by default a plain HeadGuard, or `edge`'s
+    protocol (the node's WebSocket edge), which hands what it does not serve to aiohttp."""
+    limits = limits or HttpLimits()
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0,
+                           keepalive_timeout=limits.keepalive_timeout)
     await runner.setup()
     loop = asyncio.get_running_loop()
-    factory: ProtocolFactory = runner.server  # type: ignore[assignment]
-    server = await loop.create_server(edge(factory) if edge else factory, host, port, backlog=4096,
-                                      reuse_address=True)
+    gate = HeadGate(limits)
+    assert runner.server is not None
+    factory = handler_factory(runner.server, gate)
+    outer = edge(factory, gate) if edge else guard_factory(gate)(factory)
+    server = await loop.create_server(outer, host, port, backlog=4096, reuse_address=True)
     bound = server.sockets[0].getsockname()[1]
     structlog.contextvars.bind_contextvars(component=component, **{component: ident})
     log.info(f"{component}.started", host=host, port=bound)

@@ -362,3 +362,49 @@ def test_herald_namespace_is_never_client_published_and_needs_an_explicit_patter
     named = hs_auth.verify(hs(claims(channels=["herald:cluster", "room:*"], publish=["herald:*"])), NOW)
     assert named.may_subscribe("herald:cluster") and named.may_subscribe("room:a")
     assert not named.may_publish("herald:cluster")  # not even with a pattern naming it
+
+
+# --- time claims are NumericDates (RFC 7519 §4.1.4-6; issue 16) ------------------------------
+
+_NOT_NUMBERS = [str(int(NOW) + 3600), "abc", "", True, None, [1], {"t": 1}]
+
+
+def _time_claim_cases() -> list[tuple[str, Any]]:
+    return [(name, value) for name in ("nbf", "iat", "exp") for value in _NOT_NUMBERS
+            if not (name == "exp" and value is None)]
+
+
+@pytest.mark.parametrize(("name", "value"), _time_claim_cases())
+def test_a_time_claim_that_is_not_a_number_is_refused_on_the_hs256_fast_path(
+        hs_auth: Authenticator, name: str, value: Any) -> None:
+    _rejected(hs_auth, hs({**claims(), name: value}))
+
+
+@pytest.mark.parametrize(("name", "value"), _time_claim_cases())
+def test_a_time_claim_that_is_not_a_number_is_refused_through_pyjwt(name: str, value: Any) -> None:
+    auth = Authenticator(JwtConfig(secret=SECRET, audience="herald"))  # aud: no fast path
+    _rejected(auth, hs({**claims(aud="herald"), name: value}))
+
+
+@pytest.mark.parametrize(("name", "value"), _time_claim_cases())
+def test_a_time_claim_that_is_not_a_number_is_refused_on_rs256(
+        rs_auth: Authenticator, rsa_key: rsa.RSAPrivateKey, name: str, value: Any) -> None:
+    _rejected(rs_auth, jwt.encode({**claims(), name: value}, rsa_key, algorithm="RS256"))
+
+
+def test_numeric_time_claims_in_the_past_are_accepted(hs_auth: Authenticator) -> None:
+    assert hs_auth.verify(hs(claims(nbf=int(NOW) - 10, iat=NOW - 10.5)), NOW).user == "alice"
+
+
+def test_a_nan_nbf_is_refused_through_pyjwt() -> None:
+    """json (PyJWT's parser) reads NaN; a NaN compares false with every time, so it must be refused."""
+    auth = Authenticator(JwtConfig(secret=SECRET))
+    payload = json.dumps({"sub": "alice", "exp": EXP, "nbf": float("nan")}).encode()
+    _rejected(auth, _forge_raw(payload))
+
+
+def _forge_raw(payload: bytes) -> str:
+    h = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    p = b64(payload)
+    sig = hmac.new(SECRET.encode(), f"{h}.{p}".encode(), hashlib.sha256).digest()
+    return f"{h}.{p}.{b64(sig)}"

@@ -334,3 +334,70 @@ def test_http_error_bodies_are_json_for_any_message(message: str) -> None:
     parsed: Any = json.loads(body)
     assert parsed == {"error": {"code": "bad_request", "message": message}}
     assert int(headers["content-length"]) == len(body)
+
+
+# ==============================================================================================
+# Hostile requests (issue 16): Host, bare LF, where a head ends, Origin
+# ==============================================================================================
+
+from herald.core.protocol.handshake import head_end, origin_allowed  # noqa: E402
+
+
+def test_a_request_without_host_is_a_head_error() -> None:
+    with pytest.raises(HeadError):
+        parse_head(request(headers={"Host": None}))
+
+
+def test_a_request_with_two_host_headers_is_a_head_error() -> None:
+    with pytest.raises(HeadError):
+        parse_head(request(extra=[("Host", "evil.example")]))
+
+
+def test_http_1_0_may_leave_host_out() -> None:
+    assert head_of(b"GET /healthz HTTP/1.0\r\n\r\n").version == "1.0"
+
+
+@pytest.mark.parametrize("data", [b"GET /healthz HTTP/1.1\nHost: a\n\n", b"GET /healthz HTTP/1.1\r\nHost: a\n\n",
+                                  b"GET /healthz HTTP/1.1\nHost: a\r\n\r\n", b"GET / HTTP/1.1\r\nHost: a\n\r\n"])
+def test_bare_lf_line_ends_are_a_head_error_as_soon_as_the_head_ends(data: bytes) -> None:
+    assert head_end(data) == len(data)
+    with pytest.raises(HeadError):
+        parse_head(data)
+
+
+@pytest.mark.parametrize("cut", range(1, 40))
+def test_head_end_is_minus_one_for_every_prefix_of_a_head(cut: int) -> None:
+    data = b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n"
+    assert head_end(data[:cut] if cut < len(data) else data[:-1]) == -1
+    assert head_end(data) == len(data)
+
+
+_ALLOWED = ("https://app.example", "http://localhost:3000")
+
+
+@pytest.mark.parametrize(("origin", "host", "proto", "ok"), [
+    (None, "h:8000", None, True),  # not a browser
+    ("http://h:8000", "h:8000", None, True),  # the node's own origin (plain HTTP)
+    ("https://h:8000", "h:8000", None, False),  # same host and port, other scheme
+    ("https://h", "h", "https", True),  # behind a TLS-terminating proxy
+    ("http://h", "h", "https", False),
+    ("http://h:8001", "h:8000", None, False),  # other port
+    ("http://H:8000", "h:8000", None, True),  # host names are case-insensitive
+    ("http://h:80", "h", None, True),  # a default port may be written or not
+    ("https://app.example", "h:8000", None, True),
+    ("https://app.example:443", "h:8000", None, True),
+    ("http://app.example", "h:8000", None, False),  # an allowed host with the wrong scheme
+    ("https://app.example:8443", "h:8000", None, False),
+    ("http://localhost:3000", "h:8000", None, True),
+    ("http://localhost", "h:8000", None, False),
+    ("null", "h:8000", None, False),
+    ("http://h:8000/path", "h:8000", None, False),
+    ("http://h:bad", "h:8000", None, False),
+])
+def test_origin_is_compared_by_scheme_host_and_port(origin: str | None, host: str, proto: str | None,
+                                                    ok: bool) -> None:
+    assert origin_allowed(origin, host, _ALLOWED, proto) is ok
+
+
+def test_a_star_allows_every_origin() -> None:
+    assert origin_allowed("https://anything.example", "h", ("*",))

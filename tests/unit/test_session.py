@@ -697,3 +697,27 @@ def test_a_failed_resume_of_a_live_subscription_keeps_its_position_and_live_mess
     assert offsets(frames) == [off(7)]
     assert [f["code"] for f in frames if f["type"] == "error"] == [503]
     assert s.deliver(pub(ROOM, 6)) is False and s.deliver(pub(ROOM, 8)) is True
+
+
+# --- client pings (issue 16) --------------------------------------------------------------
+
+
+def test_websocket_pings_spend_the_message_rate_so_a_flood_gets_only_the_burst_answered() -> None:
+    s = open_session(SessionLimits(client_rate=10.0, client_burst=5))
+    answered = sum(s.allow_ping(NOW) for _ in range(5000))
+    assert answered == 5
+    assert not s.allow_ping(NOW + 0.05)
+    assert s.allow_ping(NOW + 0.1)  # the bucket refills at the message rate
+
+
+def test_pings_and_messages_share_one_budget() -> None:
+    s = open_session(SessionLimits(client_rate=10.0, client_burst=3))
+    assert all(s.allow_ping(NOW) for _ in range(3))
+    send(s, {"type": "ping", "id": 1}, NOW)
+    assert drain(s)[0]["code"] == 429
+
+
+def test_a_closed_session_answers_no_ping() -> None:
+    s = open_session()
+    s.close(CloseCode.NORMAL)
+    assert not s.allow_ping(NOW)

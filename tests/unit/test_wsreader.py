@@ -180,13 +180,13 @@ def test_an_idle_reader_holds_no_bytes_between_complete_messages(stream: tuple[b
     reader = FrameReader(BIG)
     feed_chunks(reader, split(data, cuts))
     assert reader._buf == b""
-    assert reader._parts is None
+    assert reader._msg is None
     # half a frame is kept, and nothing more
     frame = client_frame(OP_BINARY, b"abcdef")
     assert reader.feed(frame[:5]) == []
     assert reader._buf == frame[:5]
     assert reader.feed(frame[5:]) == [(OP_BINARY, b"abcdef")]
-    assert reader._buf == b"" and reader._parts is None
+    assert reader._buf == b"" and reader._msg is None
 
 
 @FUZZ
@@ -455,7 +455,7 @@ def test_a_close_frame_inside_a_fragmented_message_ends_it() -> None:
     data = client_frame(OP_TEXT, b"half", fin=False) + close_frame(1001)
     reader = FrameReader(BIG)
     assert reader.feed(data) == [(OP_CLOSE, (1001, ""))]
-    assert reader._buf == b"" and reader._parts is None
+    assert reader._buf == b"" and reader._msg is None
 
 
 # ==============================================================================================
@@ -489,3 +489,77 @@ def test_close_payload_truncation_at_the_123_byte_boundary(reason: str, kept: in
     client.receive_bytes(ws_frame(OP_CLOSE, payload))
     (event,) = list(client.received_frames())
     assert event.payload == (1000, reason.encode()[:kept].decode())
+
+
+# ==============================================================================================
+# Hostile clients (issue 16): what a message in progress may cost
+# ==============================================================================================
+
+from herald.core.protocol.wsreader import MAX_AUTH_MESSAGE, MAX_FRAGMENTS  # noqa: E402
+
+
+def fragments(n: int, size: int = 0, *, fin: bool = True, op: int = OP_TEXT) -> bytes:
+    """One message in `n` frames of `size` payload bytes each (the last final if `fin`)."""
+    return b"".join(client_frame(op if i == 0 else OP_CONT, b"a" * size, fin=fin and i == n - 1) for i in range(n))
+
+
+def test_a_message_of_max_fragments_frames_is_read() -> None:
+    reader = FrameReader(BIG)
+    assert reader.feed(fragments(MAX_FRAGMENTS, 3)) == [(OP_TEXT, "a" * 3 * MAX_FRAGMENTS)]
+
+
+def test_one_fragment_more_than_the_bound_is_1009_even_when_empty() -> None:
+    """Empty continuation frames add no bytes, but they are frames: the bound counts them."""
+    reader = FrameReader(BIG)
+    assert reader.feed(fragments(MAX_FRAGMENTS, fin=False)) == []
+    with pytest.raises(FrameError) as err:
+        reader.feed(client_frame(OP_CONT, b"", fin=True))
+    assert err.value.code == 1009
+
+
+def test_an_empty_fragment_flood_is_refused_after_the_bound_whatever_the_chunking() -> None:
+    reader = FrameReader(BIG)
+    flood = client_frame(OP_TEXT, b"", fin=False) + client_frame(OP_CONT, b"", fin=False) * (MAX_FRAGMENTS * 4)
+    with pytest.raises(FrameError) as err:
+        feed_chunks(reader, [flood[i:i + 1000] for i in range(0, len(flood), 1000)])
+    assert err.value.code == 1009
+
+
+def test_the_fragment_count_of_one_message_does_not_count_against_the_next() -> None:
+    reader = FrameReader(BIG)
+    for _ in range(3):
+        assert reader.feed(fragments(MAX_FRAGMENTS, 1)) == [(OP_TEXT, "a" * MAX_FRAGMENTS)]
+
+
+def test_control_frames_inside_a_message_are_not_fragments() -> None:
+    reader = FrameReader(BIG)
+    data = client_frame(OP_TEXT, b"a", fin=False) + client_frame(OP_PING, b"") * (MAX_FRAGMENTS * 2)
+    data += client_frame(OP_CONT, b"b", fin=True)
+    events = reader.feed(data)
+    assert events[-1] == (OP_TEXT, "ab") and len(events) == MAX_FRAGMENTS * 2 + 1
+
+
+def test_a_message_in_progress_is_held_in_one_buffer_no_larger_than_its_payload() -> None:
+    """Memory held for a message in progress is its payload (not one object per fragment)."""
+    reader = FrameReader(65_536)
+    reader.feed(fragments(MAX_FRAGMENTS, 64, fin=False))
+    assert isinstance(reader._msg, bytearray)
+    assert len(reader._msg) == 64 * MAX_FRAGMENTS
+    assert reader._msg.__sizeof__() < 2 * 65_536
+
+
+def test_the_first_message_limit_applies_to_the_first_message_only() -> None:
+    reader = FrameReader(65_536, first_max_size=MAX_AUTH_MESSAGE)
+    assert reader.feed(client_frame(OP_TEXT, b"a" * MAX_AUTH_MESSAGE)) == [(OP_TEXT, "a" * MAX_AUTH_MESSAGE)]
+    big = b"b" * 65_536
+    assert reader.feed(client_frame(OP_BINARY, big)) == [(OP_BINARY, big)]
+
+
+@pytest.mark.parametrize("frames", [1, 2, 100])
+def test_a_first_message_over_its_limit_is_1009_from_the_headers(frames: int) -> None:
+    reader = FrameReader(65_536, first_max_size=MAX_AUTH_MESSAGE)
+    size = MAX_AUTH_MESSAGE // frames + 1
+    data = fragments(frames, size)
+    with pytest.raises(FrameError) as err:
+        reader.feed(data[:len(data) - size])  # the payload of the last frame is never needed
+    assert err.value.code == 1009
