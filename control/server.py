@@ -14,5 +14,6 @@ __all__ = ["serve_control"]
 
 async def serve_control(config: NodeConfig, engine: Engine) -> None:
     app = build_control_app(config, engine)
-    await serve_until_signal(app, config.host, config.port, component="control", ident=app[CONTROL].id,
-                             limits=HttpLimits.from_config(config))
+    await serve_until_signal(
+        app, config.host, config.port, component="control", ident=app[CONTROL].id, limits=HttpLimits.from_config(config)
+    )

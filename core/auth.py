@@ -299,7 +299,7 @@ class Authenticator:
 
     def _principal(self, claims: dict[str, Any], now: float) -> tuple[Principal, float | None]:
         leeway = self._leeway
-        exp, sub = claims.get("exp"), claims.get("sub")
+        sub = claims.get("sub")
         expires, nbf, iat = _numeric_date(claims, "exp"), _numeric_date(claims, "nbf"), _numeric_date(claims, "iat")
         if expires is None or not math.isfinite(expires) or expires + leeway <= now:
             raise Unauthorized("token expired")

@@ -20,7 +20,15 @@ from typing import Any, Literal
 
 from .protocol.errors import ConfigError
 
-__all__ = ["JwtConfig", "NamespaceOptions", "NodeConfig", "add_node_options", "load_node_config", "DEV_SECRET", "DEV_API_KEY"]
+__all__ = [
+    "JwtConfig",
+    "NamespaceOptions",
+    "NodeConfig",
+    "add_node_options",
+    "load_node_config",
+    "DEV_SECRET",
+    "DEV_API_KEY",
+]
 
 DEV_SECRET = "dev-secret"
 DEV_API_KEY = "dev-key"
@@ -88,20 +96,32 @@ class NodeConfig:
     drain_window: float = _opt(30.0, "seconds over which a draining node closes its connections")
     max_connections: int = _opt(20_000, "connections per node (over: 1013 / HTTP 503)")
     max_connections_per_user: int = _opt(16, "connections per user (over: 4029)")
-    max_connections_per_ip: int = _opt(0, "connections per client IP, 0 = no limit (behind a proxy every client has its address)")
+    max_connections_per_ip: int = _opt(
+        0, "connections per client IP, 0 = no limit (behind a proxy every client has its address)"
+    )
     max_subscriptions: int = _opt(256, "channels per connection")
-    allowed_origins: tuple[str, ...] = _opt((), "browser origins allowed besides the node's own, as scheme://host[:port]: "
-                                            "scheme, host and port must all match ('*': any)")
+    allowed_origins: tuple[str, ...] = _opt(
+        (),
+        "browser origins allowed besides the node's own, as scheme://host[:port]: "
+        "scheme, host and port must all match ('*': any)",
+    )
     history_size: int = _opt(100, "messages of history kept per channel (default namespace)")
     history_ttl: float = _opt(300.0, "seconds of history kept per channel (default namespace)")
     max_message_size: int = _opt(65_536, "largest client frame or API body in bytes (over: 1009 / 413)")
-    head_timeout: float = _opt(10.0, "seconds a connection has to send a complete request head, from its first "
-                                     "byte (the first request: from the connection's opening); a deadline, not "
-                                     "an idle timer")
-    keepalive_timeout: float = _opt(5.0, "seconds an idle keep-alive connection stays open after an answer (and "
-                                         "by which its next request head must be complete)")
-    max_pending_heads: int = _opt(4096, "connections with a request head in progress per listener (over: HTTP "
-                                        "503 and close)")
+    head_timeout: float = _opt(
+        10.0,
+        "seconds a connection has to send a complete request head, from its first "
+        "byte (the first request: from the connection's opening); a deadline, not "
+        "an idle timer",
+    )
+    keepalive_timeout: float = _opt(
+        5.0,
+        "seconds an idle keep-alive connection stays open after an answer (and "
+        "by which its next request head must be complete)",
+    )
+    max_pending_heads: int = _opt(
+        4096, "connections with a request head in progress per listener (over: HTTP 503 and close)"
+    )
     ping_interval: float = _opt(25.0, "seconds between WebSocket pings (dead after two missed)")
     idle_timeout: float = _opt(3600.0, "close (4000) after this many seconds with no message either way; 0 = never")
     auth_timeout: float = _opt(5.0, "seconds a connection may wait before sending its auth message")
@@ -112,19 +132,24 @@ class NodeConfig:
     sse_retry_ms: int = _opt(2000, "the `retry:` an SSE stream starts with")
     sse_max_channels: int = _opt(16, "channels per SSE stream")
     namespaces: dict[str, Any] = _opt({}, "per-namespace options (config file): {ns: {history_size, ...}}")
-    lease_seconds: float = _opt(5.0, "router: partition lease; a dead router's partitions move after it "
-                                     "(control: the leader lease)")
+    lease_seconds: float = _opt(
+        5.0, "router: partition lease; a dead router's partitions move after it (control: the leader lease)"
+    )
     member_timeout: float = _opt(6.0, "control: seconds without a heartbeat before a member is dead and cleaned up")
     dead_retention: float = _opt(60.0, "control: seconds a dead member stays listed after its cleanup")
     auto_rebalance: bool = _opt(True, "control: rebalance connections on its own (else only on POST /admin/rebalance)")
-    rebalance_ratio: float = _opt(0.2, "control: rebalance while the busiest node is more than this far above "
-                                       "the mean (0.2: 20 percent)")
+    rebalance_ratio: float = _opt(
+        0.2, "control: rebalance while the busiest node is more than this far above the mean (0.2: 20 percent)"
+    )
     rebalance_interval: float = _opt(5.0, "control: seconds between rebalancing rounds")
     rebalance_max: int = _opt(250, "control: connections one node sheds per round at most")
     rebalance_min_mean: float = _opt(10.0, "control: leave clusters with fewer connections per node than this alone")
-    dashboard_url: str | None = _opt(None, "control: the Herald URL (http/https) the ops dashboard connects to for its "
-                                           "live feed; the nodes' --allowed-origins must admit the dashboard's own "
-                                           "origin (default: the page's own origin under herald dev)")
+    dashboard_url: str | None = _opt(
+        None,
+        "control: the Herald URL (http/https) the ops dashboard connects to for its "
+        "live feed; the nodes' --allowed-origins must admit the dashboard's own "
+        "origin (default: the page's own origin under herald dev)",
+    )
     log_level: str = _opt("info", "debug, info, warning or error")
     log_format: str = _opt("json", "json or console")
     dev: bool = field(default=False, metadata={"help": "development mode", "cli": False})
@@ -136,14 +161,30 @@ class NodeConfig:
             raise ConfigError("node: --partitions must be at least 1")
         if self.max_connections_per_ip < 0:
             raise ConfigError("node: --max-connections-per-ip must be >= 0 (0: no limit)")
-        for name in ("max_connections", "max_connections_per_user", "max_subscriptions",
-                     "max_message_size", "send_buffer", "client_burst", "sse_max_channels", "max_pending_heads"):
+        for name in (
+            "max_connections",
+            "max_connections_per_user",
+            "max_subscriptions",
+            "max_message_size",
+            "send_buffer",
+            "client_burst",
+            "sse_max_channels",
+            "max_pending_heads",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"node: --{name.replace('_', '-')} must be at least 1")
-        if not (self.member_timeout > 0 and self.dead_retention >= 0 and self.rebalance_ratio > 0
-                and self.rebalance_interval > 0 and self.rebalance_max >= 1 and self.rebalance_min_mean >= 0):
-            raise ConfigError("control: --member-timeout, --rebalance-ratio, --rebalance-interval must be > 0, "
-                              "--rebalance-max >= 1, --dead-retention and --rebalance-min-mean >= 0")
+        if not (
+            self.member_timeout > 0
+            and self.dead_retention >= 0
+            and self.rebalance_ratio > 0
+            and self.rebalance_interval > 0
+            and self.rebalance_max >= 1
+            and self.rebalance_min_mean >= 0
+        ):
+            raise ConfigError(
+                "control: --member-timeout, --rebalance-ratio, --rebalance-interval must be > 0, "
+                "--rebalance-max >= 1, --dead-retention and --rebalance-min-mean >= 0"
+            )
         if self.drain_window < 0 or self.ping_interval <= 0 or self.client_rate <= 0:
             raise ConfigError("node: --drain-window must be >= 0, --ping-interval and --client-rate > 0")
         if not (self.head_timeout > 0 and self.keepalive_timeout > 0):
@@ -152,7 +193,7 @@ class NodeConfig:
             raise ConfigError("control: --dashboard-url must be an http:// or https:// URL")
         if self.log_format not in ("json", "console"):
             raise ConfigError("node: --log-format must be json or console")
-        self.jwt  # validates the algorithm
+        _ = self.jwt  # validates the algorithm
         try:
             NamespaceOptions(self.history_size, self.history_ttl)
         except ConfigError as exc:
@@ -166,14 +207,22 @@ class NodeConfig:
                 raise ConfigError(f"node: namespaces.{ns}: {exc}") from None
         if not self.dev:
             if not self.jwt.configured:
-                raise ConfigError("node: no JWT key configured: set --jwt-secret (HS256) or --jwt-public-key / --jwks-file")
+                raise ConfigError(
+                    "node: no JWT key configured: set --jwt-secret (HS256) or --jwt-public-key / --jwks-file"
+                )
             if not self.api_key:
                 raise ConfigError("node: no API key configured: set --api-key (or HERALD_API_KEY)")
 
     @property
     def jwt(self) -> JwtConfig:
-        return JwtConfig(self.jwt_algorithm, self.jwt_secret, self.jwt_public_key, self.jwks_file,  # type: ignore[arg-type]
-                         self.jwt_audience, self.jwt_issuer)
+        return JwtConfig(
+            self.jwt_algorithm,  # type: ignore[arg-type]  # checked by JwtConfig.__post_init__
+            self.jwt_secret,
+            self.jwt_public_key,
+            self.jwks_file,
+            self.jwt_audience,
+            self.jwt_issuer,
+        )
 
     def namespace(self, ns: str) -> NamespaceOptions:
         base = {"history_size": self.history_size, "history_ttl": self.history_ttl}
@@ -262,4 +311,3 @@ def load_node_config(
         if name in _FIELDS and value is not None:
             values[name] = _coerce(name, value)
     return NodeConfig(**values)
-

@@ -38,8 +38,20 @@ _SECRETS = re.compile(
     r"|(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.?[A-Za-z0-9_-]*"
 )
 #: Keys whose values are never logged, whatever they hold.
-_SECRET_KEYS = frozenset({"token", "authorization", "cookie", "api_key", "apikey", "password", "secret",
-                          "jwt_secret", "refresh_token", "access_token"})
+_SECRET_KEYS = frozenset(
+    {
+        "token",
+        "authorization",
+        "cookie",
+        "api_key",
+        "apikey",
+        "password",
+        "secret",
+        "jwt_secret",
+        "refresh_token",
+        "access_token",
+    }
+)
 
 
 def _replace(m: re.Match[str]) -> str:
@@ -94,13 +106,14 @@ def configure_logging(json: bool = True, level: str = "info", *, cache: bool = T
     tail: list[Processor] = [structlog.processors.format_exc_info, redact]
     stdlib_renderer: Processor
     if json:
-        processors = [*shared, *tail, structlog.processors.JSONRenderer(serializer=orjson.dumps)]
+        processors: list[Processor] = [*shared, *tail, structlog.processors.JSONRenderer(serializer=orjson.dumps)]
         factory: Any = structlog.BytesLoggerFactory(sys.stderr.buffer)
         stdlib_renderer = structlog.processors.JSONRenderer(serializer=_json_str)
     else:
         # plain tracebacks: rich's would print local variables, which can hold keys and tokens
-        console = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty(),
-                                                exception_formatter=structlog.dev.plain_traceback)
+        console = structlog.dev.ConsoleRenderer(
+            colors=sys.stderr.isatty(), exception_formatter=structlog.dev.plain_traceback
+        )
         processors = [*shared, *tail, console]
         factory = structlog.PrintLoggerFactory(sys.stderr)
         stdlib_renderer = console
@@ -112,10 +125,12 @@ def configure_logging(json: bool = True, level: str = "info", *, cache: bool = T
     )
     # Everything written through the standard library: the same pipeline, the same stream.
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *tail, stdlib_renderer],
-    ))
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *tail, stdlib_renderer],
+        )
+    )
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(lvl)

@@ -29,8 +29,9 @@ _STATIC = resources.files("herald.node") / "static"
 
 
 async def client_js(request: web.Request) -> web.Response:
-    return web.Response(body=(_STATIC / "client.js").read_bytes(), content_type="text/javascript",
-                        headers={"Cache-Control": "no-cache"})
+    return web.Response(
+        body=(_STATIC / "client.js").read_bytes(), content_type="text/javascript", headers={"Cache-Control": "no-cache"}
+    )
 
 
 async def demo_page(request: web.Request) -> web.Response:
@@ -39,9 +40,14 @@ async def demo_page(request: web.Request) -> web.Response:
 
 def demo_token(config: NodeConfig, user: str, ttl: float = 3600.0) -> str:
     """A token for the demo page (dev mode only): the lobby, news, and publishing to rooms."""
-    claims = {"sub": user, "exp": int(time.time() + ttl), "channels": ["room:*", "news:*"], "publish": ["room:*"],
-              "info": {"name": user}}
-    return jwt.encode(claims, config.jwt_secret, algorithm="HS256")
+    claims = {
+        "sub": user,
+        "exp": int(time.time() + ttl),
+        "channels": ["room:*", "news:*"],
+        "publish": ["room:*"],
+        "info": {"name": user},
+    }
+    return jwt.encode(claims, config.jwt_secret or "", algorithm="HS256")
 
 
 async def demo_token_handler(request: web.Request) -> web.Response:
@@ -70,8 +76,9 @@ async def admin_drain(request: web.Request) -> web.Response:
     task = start_drain(rt, window)
     if request.query.get("wait") in ("1", "true"):
         await asyncio.shield(task)
-        return json_response({"node": rt.node_id, "state": rt.state, "closed": task.result(),
-                              "left": rt.connection_count})
+        return json_response(
+            {"node": rt.node_id, "state": rt.state, "closed": task.result(), "left": rt.connection_count}
+        )
     return json_response({"node": rt.node_id, "state": rt.state, "connections": connections}, 202)
 
 
@@ -89,12 +96,19 @@ def build_node_app(config: NodeConfig, engine: Engine, services: Sequence[Servic
     app = web.Application(middlewares=[error_middleware], client_max_size=config.max_message_size)
     app[RUNTIME] = rt
     app[API] = ApiContext(
-        engine, config.api_key or "", config.max_message_size,
+        engine,
+        config.api_key or "",
+        config.max_message_size,
         on_published=rt.metrics.api_published.inc,
-        describe=lambda: {"node": rt.node_id, "connections": rt.connection_count, "draining": rt.draining})
+        describe=lambda: {"node": rt.node_id, "connections": rt.connection_count, "draining": rt.draining},
+    )
 
     rt.hub.on_order = lambda order: handle_order(rt, order)
-    rt.on_missed_deliveries = lambda: resync(rt)
+
+    def missed_deliveries() -> None:
+        resync(rt)
+
+    rt.on_missed_deliveries = missed_deliveries
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await engine.start()

@@ -46,8 +46,7 @@ async def run_command(conn: WsConnection, cmd: Command) -> None:
             rt.metrics.published.labels("client").inc()
             s.reply(cmd, {"type": "published", "channel": cmd.channel, "offset": res.offset})
         elif isinstance(cmd, Chat):
-            res = await engine.publish(personal_channel(cmd.recipient), {"text": cmd.text}, event="chat",
-                                       sender=s.user)
+            res = await engine.publish(personal_channel(cmd.recipient), {"text": cmd.text}, event="chat", sender=s.user)
             rt.metrics.published.labels("chat").inc()
             s.reply(cmd, {"type": "sent", "offset": res.offset})
         elif isinstance(cmd, Presence):
@@ -63,8 +62,17 @@ async def run_command(conn: WsConnection, cmd: Command) -> None:
         elif isinstance(cmd, History):
             limit = _MAX_HISTORY if cmd.limit is None else min(cmd.limit, _MAX_HISTORY)
             hist = await engine.history(cmd.channel, since=cmd.since, limit=limit)
-            s.reply(cmd, {"type": "history", "channel": cmd.channel, "epoch": hist.epoch, "offset": hist.offset,
-                          "recovered": hist.recovered, "messages": [m.envelope() for m in hist.messages]})
+            s.reply(
+                cmd,
+                {
+                    "type": "history",
+                    "channel": cmd.channel,
+                    "epoch": hist.epoch,
+                    "offset": hist.offset,
+                    "recovered": hist.recovered,
+                    "messages": [m.envelope() for m in hist.messages],
+                },
+            )
     except HeraldError as exc:
         s.send_error(cmd.id, exc)
     conn.flush()

@@ -35,8 +35,9 @@ _AFTER_MS_MAX = 1000  # advisory: reconnect after 0..1 s (plus the client's own 
 _SPREAD = 0.8  # closes are spread over this share of the window, so clients are gone before it ends
 
 
-def _close_spread(conns: Sequence[object], window: float, advisory: Advisory,
-                  rng: random.Random) -> list[asyncio.TimerHandle]:
+def _close_spread(
+    conns: Sequence[object], window: float, advisory: Advisory, rng: random.Random
+) -> list[asyncio.TimerHandle]:
     """Schedule `conn.close(advisory, after_ms)` for each connection, uniformly over the window."""
     spread = window * _SPREAD
     loop = asyncio.get_running_loop()
@@ -59,14 +60,18 @@ async def drain(rt: NodeRuntime, window: float, rng: random.Random | None = None
     log.info("node.drain.started", connections=len(conns), window=window)
     handles = _close_spread(conns, window, ADVISORY_DRAIN, rng)
     deadline = started + window
-    while rt.connection_count and time.monotonic() < deadline:
+    while rt.connection_count and time.monotonic() < deadline:  # noqa: ASYNC110 - closes come from many tasks
         await asyncio.sleep(0.05)
     for handle in handles:
         handle.cancel()
     for conn in rt.connections():  # window over: close the rest now
         conn.close(ADVISORY_DRAIN, 0)
-    log.info("node.drain.finished", closed=len(conns), duration_ms=int((time.monotonic() - started) * 1000),
-             left=rt.connection_count)
+    log.info(
+        "node.drain.finished",
+        closed=len(conns),
+        duration_ms=int((time.monotonic() - started) * 1000),
+        left=rt.connection_count,
+    )
     return len(conns)
 
 
@@ -77,7 +82,7 @@ async def hang_up(rt: NodeRuntime, timeout: float = 2.0) -> None:
     for conn in list(rt.ws.values()):
         conn.transport.abort()
     deadline = time.monotonic() + timeout
-    while rt.ws and time.monotonic() < deadline:
+    while rt.ws and time.monotonic() < deadline:  # noqa: ASYNC110 - cleanups come from many tasks
         await asyncio.sleep(0.02)
 
 
@@ -110,14 +115,17 @@ def drain_command(url: str, api_key: str | None, timeout: float | None) -> int:
     if not key:
         print("herald drain: no API key (--api-key or HERALD_API_KEY)", file=sys.stderr)
         return 2
-    req = urllib.request.Request(url.rstrip("/") + "/admin/drain?wait=1", data=b"{}", method="POST",
-                                 headers={"Authorization": f"apikey {key}", "Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url.rstrip("/") + "/admin/drain?wait=1",
+        data=b"{}",
+        method="POST",
+        headers={"Authorization": f"apikey {key}", "Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             body = json.loads(resp.read() or b"{}")
     except urllib.error.HTTPError as err:
-        print(f"herald drain: {url} answered {err.code}: {err.read()[:200].decode(errors='replace')}",
-              file=sys.stderr)
+        print(f"herald drain: {url} answered {err.code}: {err.read()[:200].decode(errors='replace')}", file=sys.stderr)
         return 1
     except (OSError, ValueError) as exc:
         print(f"herald drain: {url}: {exc}", file=sys.stderr)
@@ -130,8 +138,9 @@ def start_drain(rt: NodeRuntime, window: float | None = None) -> asyncio.Task[in
     """Start draining once; every later caller (SIGTERM after a preStop drain, a second order)
     gets the same task."""
     if rt.drain_task is None:
-        rt.drain_task = rt.tasks.spawn(drain(rt, rt.config.drain_window if window is None else window),
-                                       name="node.drain")
+        rt.drain_task = rt.tasks.spawn(
+            drain(rt, rt.config.drain_window if window is None else window), name="node.drain"
+        )
     return rt.drain_task
 
 

@@ -50,8 +50,9 @@ class UpgradeRefused(Exception):
         self.status, self.slug, self.message, self.reason = status, slug, message, reason
 
 
-def admit_upgrade(rt: NodeRuntime, origin: str | None, host: str, token: str | None, now: float,
-                  forwarded_proto: str | None = None) -> Principal | None:
+def admit_upgrade(
+    rt: NodeRuntime, origin: str | None, host: str, token: str | None, now: float, forwarded_proto: str | None = None
+) -> Principal | None:
     """The checks before a `101`, in order: origin, draining, token (none: first-message auth)."""
     if not rt.origin_allowed(origin, host, forwarded_proto):
         raise UpgradeRefused(403, "forbidden", "origin not allowed", "origin")
@@ -65,12 +66,29 @@ def admit_upgrade(rt: NodeRuntime, origin: str | None, host: str, token: str | N
         raise UpgradeRefused(401, "unauthorized", str(exc), "unauthorized") from None
 
 
-def open_connection(rt: NodeRuntime, transport: Any, principal: Principal | None, subprotocol: str | None, ip: str,
-                    now: float, *, greeting: bytes = b"", previous: asyncio.BaseProtocol | None = None) -> None:
+def open_connection(
+    rt: NodeRuntime,
+    transport: Any,
+    principal: Principal | None,
+    subprotocol: str | None,
+    ip: str,
+    now: float,
+    *,
+    greeting: bytes = b"",
+    previous: asyncio.BaseProtocol | None = None,
+) -> None:
     """The handshake passed: `transport` now belongs to a new WsConnection, which sends
     `greeting` (the 101, unless aiohttp sent it) with its first frames."""
-    session = Session(secrets.token_urlsafe(9), rt.node_id, codec_for_subprotocol(subprotocol), rt.limits,
-                      rt.verify, now, principal, on_error=rt.count_error)
+    session = Session(
+        secrets.token_urlsafe(9),
+        rt.node_id,
+        codec_for_subprotocol(subprotocol),
+        rt.limits,
+        rt.verify,
+        now,
+        principal,
+        on_error=rt.count_error,
+    )
     conn = WsConnection(rt, transport, session, ip, previous)
     transport.set_protocol(conn)
     conn.start(greeting)
@@ -102,7 +120,7 @@ class EdgeProtocol(HeadGuard):
             return self.hand_off()  # aiohttp answers malformed requests (400, the JSON error body)
         if head is None or not head.upgrade or head.path != "/ws":
             return self.hand_off()  # e.g. a plain GET /ws: aiohttp's route explains
-        return self._upgrade(head, bytes(buf[head.body_start:]))
+        return self._upgrade(head, bytes(buf[head.body_start :]))
 
     def _publisher(self) -> None:
         buf, self.buf = bytes(self.buf), bytearray()
@@ -110,8 +128,9 @@ class EdgeProtocol(HeadGuard):
         self.transport.set_protocol(conn)  # type: ignore[union-attr]
         conn.data_received(buf)
 
-    def _refuse(self, status: int, slug: str, message: str, reason: str | None = None,
-                headers: dict[str, str] | None = None) -> None:
+    def _refuse(
+        self, status: int, slug: str, message: str, reason: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         if reason is not None:
             self.rt.metrics.refused.labels(reason).inc()
         self.transport.write(http_error(status, slug, message, headers))  # type: ignore[union-attr]
@@ -129,15 +148,27 @@ class EdgeProtocol(HeadGuard):
         h = head.headers
         now = time.time()
         try:
-            principal = admit_upgrade(rt, h.get("origin"), h.get("host", ""),
-                                      rt.token_from(h.get("authorization"), head.query("token"),
-                                                    head.cookie("herald_token")), now, h.get("x-forwarded-proto"))
+            principal = admit_upgrade(
+                rt,
+                h.get("origin"),
+                h.get("host", ""),
+                rt.token_from(h.get("authorization"), head.query("token"), head.cookie("herald_token")),
+                now,
+                h.get("x-forwarded-proto"),
+            )
         except UpgradeRefused as refused:
             return self._refuse(refused.status, refused.slug, refused.message, refused.reason)
         subprotocol = choose_subprotocol(head, SUBPROTOCOLS)
         peer = transport.get_extra_info("peername")
-        open_connection(rt, transport, principal, subprotocol, peer[0] if isinstance(peer, tuple) else "?", now,
-                        greeting=accept(head, subprotocol))
+        open_connection(
+            rt,
+            transport,
+            principal,
+            subprotocol,
+            peer[0] if isinstance(peer, tuple) else "?",
+            now,
+            greeting=accept(head, subprotocol),
+        )
         if pending:  # frames the client sent right behind its request
             transport.get_protocol().data_received(pending)  # type: ignore[attr-defined]
         return None
@@ -152,11 +183,13 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
     if not ws.can_prepare(request).ok:
         return json_error(400, "bad_request", _NOT_AN_UPGRADE)
     now = time.time()
-    token = rt.token_from(request.headers.get("Authorization"), request.query.get("token"),
-                          request.cookies.get("herald_token"))
+    token = rt.token_from(
+        request.headers.get("Authorization"), request.query.get("token"), request.cookies.get("herald_token")
+    )
     try:
-        principal = admit_upgrade(rt, request.headers.get("Origin"), request.host, token, now,
-                                  request.headers.get("X-Forwarded-Proto"))
+        principal = admit_upgrade(
+            rt, request.headers.get("Origin"), request.host, token, now, request.headers.get("X-Forwarded-Proto")
+        )
     except UpgradeRefused as refused:
         rt.metrics.refused.labels(refused.reason).inc()
         return json_error(refused.status, refused.slug, refused.message)

@@ -16,8 +16,9 @@ class NodeMetrics:
         self.registry = r = CollectorRegistry(auto_describe=True)
         self.connections = Gauge("herald_connections", "Open client connections", ["transport"], registry=r)
         self.accepted = Counter("herald_connections_accepted", "Connections accepted", ["transport"], registry=r)
-        self.closed = Counter("herald_connections_closed", "Connections closed, by close code", ["transport", "code"],
-                              registry=r)
+        self.closed = Counter(
+            "herald_connections_closed", "Connections closed, by close code", ["transport", "code"], registry=r
+        )
         self.refused = Counter("herald_limit_refusals", "Requests refused by a limit", ["reason"], registry=r)
         self.messages_in = Counter("herald_messages_in", "Client messages received", ["transport"], registry=r)
         loop = LoopMetrics(r)
@@ -25,8 +26,9 @@ class NodeMetrics:
         self.published = Counter("herald_publications", "Publications accepted", ["source"], registry=r)
         self.errors = Counter("herald_client_errors", "Error replies sent to clients, by code", ["code"], registry=r)
         self.slow = Counter("herald_slow_consumers", "Connections closed as slow consumers (4008)", registry=r)
-        self.latency = loop.histogram("herald_delivery_latency_seconds", "Publish to local fan-out latency",
-                                      _LATENCY_BUCKETS)
+        self.latency = loop.histogram(
+            "herald_delivery_latency_seconds", "Publish to local fan-out latency", _LATENCY_BUCKETS
+        )
         self.api_published = loop.counter("herald_api_publications", "Publications accepted through the server API")
         self.draining = Gauge("herald_draining", "1 while the node drains", registry=r)
         self.drains = Counter("herald_drains", "Drains started", registry=r)

@@ -167,11 +167,17 @@ class NodeRuntime:
         """What the control plane sees of this node (GET /admin/cluster, the dashboard)."""
         m, sample = self.metrics, self.metrics.registry.get_sample_value
         return {
-            "role": "node", "id": self.node_id, "state": self.state, "version": __version__,
-            "started": self.started, "pid": os.getpid(), "host": socket.gethostname(),
+            "role": "node",
+            "id": self.node_id,
+            "state": self.state,
+            "version": __version__,
+            "started": self.started,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
             "connections": {"ws": len(self.ws), "sse": len(self.sse)},
             "max_connections": self.config.max_connections,
-            "channels": self.hub.channel_count, "inbox": self.engine.backlog(self.node_id),
+            "channels": self.hub.channel_count,
+            "inbox": self.engine.backlog(self.node_id),
             "counters": {
                 "messages_in": sum(sample("herald_messages_in_total", {"transport": t}) or 0 for t in ("ws", "sse")),
                 "messages_out": m.messages_out.value,

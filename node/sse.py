@@ -21,8 +21,8 @@ from herald.core.protocol.closecodes import ADVISORY_SLOW, Advisory, CloseCode
 from herald.core.protocol.envelope import Position, Publication, personal_channel, validate_channel
 from herald.core.protocol.errors import Forbidden, HeraldError, ProtocolError, Unauthorized
 from herald.core.protocol.sse import SseStream, channel_tag, comment, decode_cursor, event_tail
-
 from herald.core.web.http import json_error
+
 from .hub import Encoded, Subscriber
 from .runtime import RUNTIME, NodeRuntime, Refusal
 
@@ -32,11 +32,27 @@ log = structlog.get_logger("herald.node.sse")
 
 
 class SseConnection(Subscriber):
-    __slots__ = ("rt", "transport", "stream", "principal", "user", "client_id", "ip", "done", "opened_at",
-                 "_closing", "_next_heartbeat", "_limit", "close_reason", "close_code", "_held")
+    __slots__ = (
+        "rt",
+        "transport",
+        "stream",
+        "principal",
+        "user",
+        "client_id",
+        "ip",
+        "done",
+        "opened_at",
+        "_closing",
+        "_next_heartbeat",
+        "_limit",
+        "close_reason",
+        "close_code",
+        "_held",
+    )
 
-    def __init__(self, rt: NodeRuntime, transport: Any, principal: Principal, client_id: str, ip: str,
-                 now: float) -> None:
+    def __init__(
+        self, rt: NodeRuntime, transport: Any, principal: Principal, client_id: str, ip: str, now: float
+    ) -> None:
         self.rt = rt
         self.transport = transport
         self.stream = SseStream()
@@ -106,8 +122,9 @@ class SseConnection(Subscriber):
         elif not self.transport.is_closing():
             if advisory is not None:
                 self.close_reason, self.close_code = advisory.reason, int(advisory.close_code)
-                event = event_tail("reconnect", orjson.dumps(
-                    {"type": "reconnect", "reason": advisory.reason, "after_ms": after_ms}))
+                event = event_tail(
+                    "reconnect", orjson.dumps({"type": "reconnect", "reason": advisory.reason, "after_ms": after_ms})
+                )
                 self.transport.write(b"%x\r\n%b\r\n" % (len(event), event))
             self.transport.write(b"0\r\n\r\n")
             self.transport.close()
@@ -137,8 +154,9 @@ async def handle_events(request: web.Request) -> web.StreamResponse:
         rt.metrics.refused.labels("origin").inc()
         return json_error(403, "forbidden", "origin not allowed")
     now = time.time()
-    token = rt.token_from(request.headers.get("Authorization"), request.query.get("token"),
-                          request.cookies.get("herald_token"))
+    token = rt.token_from(
+        request.headers.get("Authorization"), request.query.get("token"), request.cookies.get("herald_token")
+    )
     try:
         if token is None:
             raise Unauthorized("missing token")
@@ -168,8 +186,9 @@ async def handle_events(request: web.Request) -> web.StreamResponse:
     rt.per_ip[ip] += 1
     rt.metrics.accepted.labels("sse").inc()
     rt.metrics.connections.labels("sse").inc()
-    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
-                                       "X-Accel-Buffering": "no"})
+    resp = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )
     resp.enable_chunked_encoding()
     try:
         # Register every channel and read its history before the stream opens: a client may
@@ -183,8 +202,12 @@ async def handle_events(request: web.Request) -> web.StreamResponse:
         events, lost = await _recover(rt, conn, channels, since)
         first = [b"retry: %d\n: herald %b\n\n" % (rt.config.sse_retry_ms, client_id.encode()), *events]
         if lost:
-            first.append(b"id: " + conn.stream.cursor() + b"\n" + event_tail(
-                "recovery", orjson.dumps({"type": "recovery", "recovered": False, "channels": lost})))
+            first.append(
+                b"id: "
+                + conn.stream.cursor()
+                + b"\n"
+                + event_tail("recovery", orjson.dumps({"type": "recovery", "recovered": False, "channels": lost}))
+            )
         elif not events:
             # An id without data sets the browser's Last-Event-ID without dispatching an event, so
             # a stream that drops before its first message still resumes from where it started.
@@ -205,8 +228,9 @@ async def handle_events(request: web.Request) -> web.StreamResponse:
     return resp
 
 
-async def _recover(rt: NodeRuntime, conn: SseConnection, channels: list[str],
-                   since: dict[str, Position | None]) -> tuple[list[bytes], list[str]]:
+async def _recover(
+    rt: NodeRuntime, conn: SseConnection, channels: list[str], since: dict[str, Position | None]
+) -> tuple[list[bytes], list[str]]:
     """Read every channel's history: the events that fill the gaps, and the channels whose gap
     cannot be filled (they get a `recovery` event)."""
     events: list[bytes] = []
@@ -230,8 +254,14 @@ async def _cleanup(rt: NodeRuntime, conn: SseConnection) -> None:
     rt.metrics.closed.labels("sse", str(conn.close_code)).inc()
     rt.hub.remove_user(conn)
     entry = PresenceEntry(conn.client_id, conn.user, rt.node_id)
-    log.info("sse.closed", client=conn.client_id, user=conn.user, reason=conn.close_reason, duration_ms=int((time.time() - conn.opened_at) * 1000),
-                  msgs_out=conn.stream.msgs_out)
+    log.info(
+        "sse.closed",
+        client=conn.client_id,
+        user=conn.user,
+        reason=conn.close_reason,
+        duration_ms=int((time.time() - conn.opened_at) * 1000),
+        msgs_out=conn.stream.msgs_out,
+    )
     try:
         for channel in list(conn.stream.subs):
             await rt.hub.remove(channel, conn)

@@ -45,12 +45,31 @@ _PEER_CLOSED = object()  # inbox marker: the client's close frame, answered afte
 
 
 class WsConnection(Subscriber, asyncio.Protocol):
-    __slots__ = ("rt", "transport", "session", "ip", "opcode", "user", "_reader", "_inbox", "_queued", "_worker",
-                 "_closing", "_peer_closed", "_admitted", "_lost", "_paused", "_peer_code", "_abort", "_previous",
-                 "_greeting")
+    __slots__ = (
+        "rt",
+        "transport",
+        "session",
+        "ip",
+        "opcode",
+        "user",
+        "_reader",
+        "_inbox",
+        "_queued",
+        "_worker",
+        "_closing",
+        "_peer_closed",
+        "_admitted",
+        "_lost",
+        "_paused",
+        "_peer_code",
+        "_abort",
+        "_previous",
+        "_greeting",
+    )
 
-    def __init__(self, rt: NodeRuntime, transport: Any, session: Session, ip: str,
-                 previous: asyncio.BaseProtocol | None = None) -> None:
+    def __init__(
+        self, rt: NodeRuntime, transport: Any, session: Session, ip: str, previous: asyncio.BaseProtocol | None = None
+    ) -> None:
         self.rt = rt
         self.transport = transport
         self.session = session
@@ -58,7 +77,9 @@ class WsConnection(Subscriber, asyncio.Protocol):
         self.opcode = session.codec.opcode
         self.user = session.user
         # Before authenticating, a connection may send one message the size of an auth message.
-        self._reader = FrameReader(rt.config.max_message_size, None if session.principal is not None else MAX_AUTH_MESSAGE)
+        self._reader = FrameReader(
+            rt.config.max_message_size, None if session.principal is not None else MAX_AUTH_MESSAGE
+        )
         self._inbox: deque[Any] | None = None  # messages waiting for the worker (none when idle)
         self._queued = 0  # bytes in the inbox
         self._worker: asyncio.Task[None] | None = None
@@ -144,8 +165,15 @@ class WsConnection(Subscriber, asyncio.Protocol):
             if self._admitted:
                 rt.ws_connections.dec()
                 rt.metrics.closed.labels("ws", str(int(code))).inc()
-                log.info("ws.closed", client=s.client_id, user=s.user or None, code=int(code),
-                         duration_ms=int((time.time() - s.opened_at) * 1000), msgs_in=s.msgs_in, msgs_out=s.msgs_out)
+                log.info(
+                    "ws.closed",
+                    client=s.client_id,
+                    user=s.user or None,
+                    code=int(code),
+                    duration_ms=int((time.time() - s.opened_at) * 1000),
+                    msgs_in=s.msgs_in,
+                    msgs_out=s.msgs_out,
+                )
                 await self.cleanup()
         finally:  # counted until cleaned up: a shutdown waits for this (node/drain.hang_up)
             del rt.ws[s.client_id]
@@ -312,8 +340,12 @@ class WsConnection(Subscriber, asyncio.Protocol):
         transport, s = self.transport, self.session
         if advisory is not None:
             if not transport.is_closing():
-                self._send(ws_frame(self.opcode, s.codec.encode(
-                    {"type": "reconnect", "reason": advisory.reason, "after_ms": after_ms})))
+                self._send(
+                    ws_frame(
+                        self.opcode,
+                        s.codec.encode({"type": "reconnect", "reason": advisory.reason, "after_ms": after_ms}),
+                    )
+                )
             s.close(advisory.close_code, advisory.reason)
         self._closing = True
         self._inbox, self._queued = None, 0  # the server closes: what is still queued is dropped
@@ -353,5 +385,3 @@ class WsConnection(Subscriber, asyncio.Protocol):
             await rt.engine.user_release(s.user, s.client_id)
         except HeraldError:
             pass
-
-

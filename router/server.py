@@ -14,5 +14,6 @@ __all__ = ["serve_router"]
 
 async def serve_router(config: NodeConfig, engine: RedisEngine) -> None:
     app = build_router_app(config, engine)
-    await serve_until_signal(app, config.host, config.port, component="router", ident=app[ROUTER].id,
-                             limits=HttpLimits.from_config(config))
+    await serve_until_signal(
+        app, config.host, config.port, component="router", ident=app[ROUTER].id, limits=HttpLimits.from_config(config)
+    )

@@ -25,7 +25,6 @@ class CloseCode(enum.IntEnum):
     TOO_MANY_CONNECTIONS = 4029  # per-user limit: do not reconnect at once
 
 
-
 @dataclass(frozen=True, slots=True)
 class Advisory:
     """A `reconnect` advisory: sent as {"type":"reconnect","reason":...,"after_ms":...} before the close."""

@@ -278,7 +278,9 @@ def parse_command(obj: Any) -> Command:
         return Ping(cid)
     if kind == "auth":
         return Auth(cid, _str(obj, "token", max_len=8192))
-    raise ProtocolError(f"unknown message type {kind!r}" if isinstance(kind, str) and len(kind) < 40 else "unknown message type")
+    raise ProtocolError(
+        f"unknown message type {kind!r}" if isinstance(kind, str) and len(kind) < 40 else "unknown message type"
+    )
 
 
 @dataclass(frozen=True, slots=True)

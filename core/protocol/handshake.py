@@ -18,8 +18,17 @@ from urllib.parse import parse_qsl, urlsplit
 
 import httptools
 
-__all__ = ["Head", "HeadError", "parse_head", "head_end", "upgrade_error", "choose_subprotocol", "accept",
-           "origin_allowed", "MAX_HEAD"]
+__all__ = [
+    "Head",
+    "HeadError",
+    "parse_head",
+    "head_end",
+    "upgrade_error",
+    "choose_subprotocol",
+    "accept",
+    "origin_allowed",
+    "MAX_HEAD",
+]
 
 MAX_HEAD = 16384  # bytes of request line and headers (aiohttp's limit is 8190 per line)
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -104,7 +113,7 @@ def parse_head(data: bytes | bytearray, start: int = 0) -> Head | None:
     parser = httptools.HttpRequestParser(collector)
     upgrade = False
     try:
-        parser.feed_data(data[start:end + 4])
+        parser.feed_data(data[start : end + 4])
     except httptools.HttpParserUpgrade:
         upgrade = True
     except httptools.HttpParserError as exc:
@@ -117,9 +126,15 @@ def parse_head(data: bytes | bytearray, start: int = 0) -> Head | None:
         url = httptools.parse_url(collector.url)
     except httptools.HttpParserInvalidURLError:
         raise HeadError("malformed request target") from None
-    return Head(parser.get_method().decode(), (url.path or b"/").decode("latin-1"),
-                (url.query or b"").decode("latin-1"), parser.get_http_version(), collector.headers,
-                upgrade, end + 4 - start)
+    return Head(
+        parser.get_method().decode(),
+        (url.path or b"/").decode("latin-1"),
+        (url.query or b"").decode("latin-1"),
+        parser.get_http_version(),
+        collector.headers,
+        upgrade,
+        end + 4 - start,
+    )
 
 
 def _tokens(value: str) -> set[str]:
@@ -156,9 +171,13 @@ def choose_subprotocol(head: Head, supported: tuple[str, ...]) -> str | None:
 def accept(head: Head, subprotocol: str | None) -> bytes:
     """The 101 answer to a valid upgrade (`upgrade_error(head)` is None)."""
     key = head.headers["sec-websocket-key"].strip().encode()
-    digest = base64.b64encode(hashlib.sha1(key + _GUID).digest())  # noqa: S324 (RFC 6455 mandates SHA-1)
-    lines = [b"HTTP/1.1 101 Switching Protocols", b"Upgrade: websocket", b"Connection: Upgrade",
-             b"Sec-WebSocket-Accept: " + digest]
+    digest = base64.b64encode(hashlib.sha1(key + _GUID).digest())
+    lines = [
+        b"HTTP/1.1 101 Switching Protocols",
+        b"Upgrade: websocket",
+        b"Connection: Upgrade",
+        b"Sec-WebSocket-Accept: " + digest,
+    ]
     if subprotocol is not None:
         lines.append(b"Sec-WebSocket-Protocol: " + subprotocol.encode())
     return b"\r\n".join(lines) + b"\r\n\r\n"

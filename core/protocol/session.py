@@ -79,9 +79,31 @@ HOLD_PERSONAL = 1.0
 class Session:
     """State of one WebSocket connection: who it is, what it is subscribed to, what to send."""
 
-    __slots__ = ("client_id", "node_id", "codec", "limits", "_verify", "principal", "state", "subs", "status",
-                 "close_code", "close_reason", "opened_at", "msgs_in", "msgs_out", "_bucket", "_frames",
-                 "_last_activity", "_seen_out", "_next_ping", "_last_pong", "_on_error", "_held", "_personal")
+    __slots__ = (
+        "client_id",
+        "node_id",
+        "codec",
+        "limits",
+        "_verify",
+        "principal",
+        "state",
+        "subs",
+        "status",
+        "close_code",
+        "close_reason",
+        "opened_at",
+        "msgs_in",
+        "msgs_out",
+        "_bucket",
+        "_frames",
+        "_last_activity",
+        "_seen_out",
+        "_next_ping",
+        "_last_pong",
+        "_on_error",
+        "_held",
+        "_personal",
+    )
 
     def __init__(
         self,
@@ -202,7 +224,7 @@ class Session:
 
     def _authenticate(self, cmd: Command, now: float) -> Command | None:
         if not isinstance(cmd, Auth):
-            raise Unauthorized("the first message must be {\"type\":\"auth\"}")
+            raise Unauthorized('the first message must be {"type":"auth"}')
         self.principal = self._verify(cmd.token, now)
         return cmd  # the adapter checks limits, then calls `authenticated()`
 
@@ -212,6 +234,7 @@ class Session:
 
     def _handle(self, cmd: Command, now: float) -> Command | None:
         principal = self.principal
+        assert principal is not None  # commands other than auth arrive only in State.OPEN
         if isinstance(cmd, Ping):
             self._reply(cmd.id, {"type": "pong"})
             return None
@@ -243,9 +266,8 @@ class Session:
                 raise Forbidden(f"not permitted to read {cmd.channel}")
         elif isinstance(cmd, Presence):
             self.status = cmd.status
-        elif isinstance(cmd, Chat):
-            if len(cmd.text) > self.limits.max_reply_size:
-                raise PayloadTooBig("chat text too long")
+        elif isinstance(cmd, Chat) and len(cmd.text) > self.limits.max_reply_size:
+            raise PayloadTooBig("chat text too long")
         return cmd
 
     # --- subscriptions ----------------------------------------------------------------------
@@ -377,6 +399,7 @@ class Session:
                 self.close(CloseCode.UNAUTHORIZED, "no auth message in time")
                 return Tick.CLOSE
             return Tick.NOTHING
+        assert self.principal is not None  # past AUTHENTICATING
         if self.principal.exp <= now:
             self.close(CloseCode.UNAUTHORIZED, "token expired")
             return Tick.CLOSE

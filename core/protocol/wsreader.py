@@ -96,11 +96,11 @@ class FrameReader:
             if length == 126:
                 if end - pos < 4:
                     break
-                length, head = int.from_bytes(buf[pos + 2:pos + 4], "big"), 4
+                length, head = int.from_bytes(buf[pos + 2 : pos + 4], "big"), 4
             elif length == 127:
                 if end - pos < 10:
                     break
-                length, head = int.from_bytes(buf[pos + 2:pos + 10], "big"), 10
+                length, head = int.from_bytes(buf[pos + 2 : pos + 10], "big"), 10
                 if length >> 63:
                     raise FrameError(1002, "frame length out of range")
             msg = self._msg
@@ -123,7 +123,7 @@ class FrameReader:
             start = pos + head + 4
             if end - start < length:
                 break
-            payload = _unmask(buf[start:start + length], buf[pos + head:start])
+            payload = _unmask(buf[start : start + length], buf[pos + head : start])
             pos = start + length
             if op == OP_CLOSE:
                 events.append((OP_CLOSE, self._close(payload)))

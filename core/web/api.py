@@ -83,8 +83,9 @@ async def publish_one(ctx: ApiContext, body: Any) -> dict[str, Any]:
     channel = validate_channel(body.get("channel"))
     if "data" not in body:
         raise ProtocolError("'data' is required")
-    result = await ctx.engine.publish(channel, body["data"], event=validate_event(body),
-                                      idempotency_key=_idempotency_key(body))
+    result = await ctx.engine.publish(
+        channel, body["data"], event=validate_event(body), idempotency_key=_idempotency_key(body)
+    )
     ctx.on_published(1)
     return result.to_wire()
 
@@ -106,12 +107,14 @@ async def publish_batch(request: web.Request) -> web.Response:
     for m in messages:
         if not isinstance(m, dict) or "data" not in m:
             raise ProtocolError("each message must be an object with 'channel' and 'data'")
-        requests.append(PublishRequest(validate_channel(m.get("channel")), m["data"], validate_event(m), None,
-                                       _idempotency_key(m)))
-    results = []
+        requests.append(
+            PublishRequest(validate_channel(m.get("channel")), m["data"], validate_event(m), None, _idempotency_key(m))
+        )
+    results: list[dict[str, Any]] = []
     for r, res in zip(requests, await ctx.engine.publish_batch(requests), strict=True):
-        if isinstance(res, HeraldError):
-            results.append({"channel": r.channel, "error": {"code": res.slug, "message": str(res)}})
+        if isinstance(res, Exception):  # engines return HeraldErrors (EngineUnavailable); anything else is internal
+            slug = res.slug if isinstance(res, HeraldError) else "internal"
+            results.append({"channel": r.channel, "error": {"code": slug, "message": str(res)}})
         else:
             results.append(res.to_wire())
     ctx.on_published(sum(1 for r in results if "error" not in r))
@@ -128,9 +131,7 @@ async def broadcast(request: web.Request) -> web.Response:
     if "data" not in body:
         raise ProtocolError("'data' is required")
     event = validate_event(body)
-    results = []
-    for channel in names:
-        results.append((await ctx.engine.publish(channel, body["data"], event=event)).to_wire())
+    results = [(await ctx.engine.publish(channel, body["data"], event=event)).to_wire() for channel in names]
     ctx.on_published(len(names))
     return json_response({"results": results})
 
@@ -155,8 +156,15 @@ async def history(request: web.Request) -> web.Response:
             raise ProtocolError("'limit' must be >= 0")
     limit = _MAX_HISTORY if limit is None else min(limit, _MAX_HISTORY)
     res = await ctx.engine.history(channel, since=since, limit=limit)
-    return json_response({"channel": channel, "epoch": res.epoch, "offset": res.offset, "recovered": res.recovered,
-                          "messages": [m.envelope() for m in res.messages]})
+    return json_response(
+        {
+            "channel": channel,
+            "epoch": res.epoch,
+            "offset": res.offset,
+            "recovered": res.recovered,
+            "messages": [m.envelope() for m in res.messages],
+        }
+    )
 
 
 async def presence(request: web.Request) -> web.Response:

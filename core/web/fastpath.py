@@ -28,8 +28,8 @@ from herald.core.protocol.errors import HeraldError, ProtocolError, Unauthorized
 from herald.core.protocol.handshake import HeadError, parse_head
 
 from .api import ApiContext, publish_one
-from .http import API_KEY_HINT, error_body, http_response
 from .heads import REFUSAL, HeadGate, ProtocolFactory, hand_off
+from .http import API_KEY_HINT, error_body, http_response
 
 __all__ = ["PublishConnection", "PUBLISH_LINE"]
 
@@ -44,8 +44,25 @@ _BATCH = 64  # pipelined publishes started together
 
 
 class PublishConnection(asyncio.Protocol):
-    __slots__ = ("ctx", "fallback", "transport", "gate", "buf", "head", "queue", "queued", "worker", "handing_off",
-                 "paused", "drained", "active", "answered", "head_since", "eof", "timer")
+    __slots__ = (
+        "ctx",
+        "fallback",
+        "transport",
+        "gate",
+        "buf",
+        "head",
+        "queue",
+        "queued",
+        "worker",
+        "handing_off",
+        "paused",
+        "drained",
+        "active",
+        "answered",
+        "head_since",
+        "eof",
+        "timer",
+    )
 
     def __init__(self, ctx: ApiContext, fallback: ProtocolFactory, transport: Any, gate: HeadGate) -> None:
         self.ctx = ctx
@@ -146,9 +163,16 @@ class PublishConnection(asyncio.Protocol):
                     break  # wait for the rest of the head
                 h = head.headers
                 length = h.get("content-length", "")
-                if (head.method != "POST" or head.path != "/api/publish" or head.query_string
-                        or head.version != "1.1" or "transfer-encoding" in h or "expect" in h
-                        or not length.isdigit() or int(length) > self.ctx.max_body):
+                if (
+                    head.method != "POST"
+                    or head.path != "/api/publish"
+                    or head.query_string
+                    or head.version != "1.1"
+                    or "transfer-encoding" in h
+                    or "expect" in h
+                    or not length.isdigit()
+                    or int(length) > self.ctx.max_body
+                ):
                     self._hand_off_later()  # aiohttp serves these (other routes, 413, chunked, 100-continue...)
                     break
                 keep_alive = "close" not in h.get("connection", "").lower()
@@ -205,8 +229,12 @@ class PublishConnection(asyncio.Protocol):
                     batch.append(item)
                     if not item[2]:  # Connection: close ends the connection after it
                         self.queue.clear()
-                if (self.paused and not self.handing_off and len(self.queue) < _QUEUE_LOW
-                        and self.queued <= _QUEUE_BYTES):
+                if (
+                    self.paused
+                    and not self.handing_off
+                    and len(self.queue) < _QUEUE_LOW
+                    and self.queued <= _QUEUE_BYTES
+                ):
                     self.paused = False
                     self.transport.resume_reading()
                 if len(batch) == 1:

@@ -33,8 +33,7 @@ __all__ = ["HeraldRequestHandler", "handler_factory"]
 
 log = structlog.get_logger("herald.http")
 
-_SLUGS = {400: "bad_request", 413: "payload_too_big", 431: "bad_request", 501: "not_implemented",
-          504: "timeout"}
+_SLUGS = {400: "bad_request", 413: "payload_too_big", 431: "bad_request", 501: "not_implemented", 504: "timeout"}
 _CUT = re.compile(r"[:'\"\n\r\\(]")
 _NAME = re.compile(r"'([A-Za-z0-9-]{1,40})'")  # a header name aiohttp quotes ("Duplicate 'Host' header")
 
@@ -47,7 +46,7 @@ def _reason(exc: BaseException | None, message: str | None) -> str:
     return text or (type(exc).__name__ if exc is not None else "malformed request")
 
 
-class HeraldRequestHandler(web.RequestHandler):  # type: ignore[misc]
+class HeraldRequestHandler(web.RequestHandler):
     __slots__ = ("_gate", "_peer_eof", "_head_timer")
 
     def __init__(self, manager: web.Server, gate: HeadGate, **kwargs: Any) -> None:
@@ -87,7 +86,7 @@ class HeraldRequestHandler(web.RequestHandler):  # type: ignore[misc]
         super().connection_lost(exc)
 
     # --- half-close ---------------------------------------------------------------------------
-    def eof_received(self) -> bool:
+    def eof_received(self) -> bool:  # type: ignore[override]  # True keeps the transport half-open
         """The client sent FIN: nothing more will come. Idle (or in the middle of a head that can
         no longer be completed), or streaming a response (SSE: that client is gone): close now.
         Otherwise keep the socket open for the answers."""
@@ -97,8 +96,9 @@ class HeraldRequestHandler(web.RequestHandler):  # type: ignore[misc]
             return False
         return not (waiter is not None and not waiter.done() and not self._messages)
 
-    async def finish_response(self, request: web.BaseRequest, resp: web.StreamResponse,
-                              start_time: float | None) -> tuple[web.StreamResponse, bool]:
+    async def finish_response(
+        self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None
+    ) -> tuple[web.StreamResponse, bool]:
         last = self._peer_eof and not self._messages
         if last:
             resp.force_close()
@@ -108,20 +108,24 @@ class HeraldRequestHandler(web.RequestHandler):  # type: ignore[misc]
         return result
 
     # --- malformed requests -------------------------------------------------------------------
-    def handle_error(self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None,
-                     message: str | None = None) -> web.StreamResponse:
+    def handle_error(
+        self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None, message: str | None = None
+    ) -> web.StreamResponse:
         if status >= 500:
-            log.error("http.request.failed", status=status, peer=request.remote,
-                      exc_info=exc if exc is not None else False)
+            log.error(
+                "http.request.failed", status=status, peer=request.remote, exc_info=exc if exc is not None else False
+            )
             text = "internal error" if status == 500 else _reason(exc, message)
         else:
             text = _reason(exc, message)
             self._gate.malformed(request.remote, text, status)
         if request.writer.output_size > 0:
             raise ConnectionError("Response is sent already, cannot send another response with the error message")
-        resp = web.Response(status=status, body=error_body(_SLUGS.get(status, "http_error" if status < 500
-                                                                    else "internal_error"), text),
-                            content_type="application/json")
+        resp = web.Response(
+            status=status,
+            body=error_body(_SLUGS.get(status, "http_error" if status < 500 else "internal_error"), text),
+            content_type="application/json",
+        )
         resp.force_close()
         return resp
 

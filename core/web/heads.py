@@ -63,8 +63,10 @@ class HttpLimits:
 
 _BUSY = error_body("overloaded", "too many connections waiting for their request head: try again later")
 #: The cap's answer: built once, written without parsing anything (no Date: optional on a 5xx).
-REFUSAL = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
-           b"Retry-After: 1\r\nConnection: close\r\n\r\n%b" % (len(_BUSY), _BUSY))
+REFUSAL = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+    b"Retry-After: 1\r\nConnection: close\r\n\r\n%b" % (len(_BUSY), _BUSY)
+)
 _MALFORMED_RATE = 5.0  # malformed-request log lines per second, at most (a burst of 10)
 
 
@@ -165,8 +167,8 @@ class HeadGuard(asyncio.Protocol):
                     return self.hand_off()
             if len(buf) >= MAX_HEAD:
                 self._decided()
-                self.transport.write(_TOO_LARGE)  # type: ignore[union-attr]
-                self.transport.close()  # type: ignore[union-attr]
+                self.transport.write(_TOO_LARGE)
+                self.transport.close()
             return
         self._decided()
         self.head_complete()

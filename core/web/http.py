@@ -14,8 +14,17 @@ from aiohttp import web
 
 from herald.core.protocol.errors import HeraldError, PayloadTooBig, ProtocolError
 
-__all__ = ["json_error", "json_response", "read_json", "error_middleware", "apikey_matches", "API_KEY_HINT",
-           "error_body", "http_response", "http_error"]
+__all__ = [
+    "json_error",
+    "json_response",
+    "read_json",
+    "error_middleware",
+    "apikey_matches",
+    "API_KEY_HINT",
+    "error_body",
+    "http_response",
+    "http_error",
+]
 
 #: The message of every 401 for the server and admin APIs.
 API_KEY_HINT = "missing or wrong API key (Authorization: apikey <key>)"
@@ -24,8 +33,11 @@ API_KEY_HINT = "missing or wrong API key (Authorization: apikey <key>)"
 def apikey_matches(authorization: str, key: bytes) -> bool:
     """`Authorization: apikey <key>` with the configured key (constant-time; never with no key)."""
     scheme, _, given = authorization.partition(" ")
-    return scheme.lower() == "apikey" and bool(key) and hmac.compare_digest(
-        given.strip().encode("utf-8", "surrogateescape"), key)
+    return (
+        scheme.lower() == "apikey"
+        and bool(key)
+        and hmac.compare_digest(given.strip().encode("utf-8", "surrogateescape"), key)
+    )
 
 
 def json_response(obj: Any, status: int = 200) -> web.Response:
@@ -68,13 +80,23 @@ def http_response(status: int, body: bytes, *, keep_alive: bool = True, headers:
     if headers:
         extra += "".join(f"{k}: {v}\r\n" for k, v in headers.items()).encode("latin-1")
     return b"HTTP/1.1 %d %b\r\nContent-Type: application/json\r\nContent-Length: %d\r\nDate: %b\r\n%b\r\n%b" % (
-        status, _phrase(status), len(body), _date_header(), extra, body)
+        status,
+        _phrase(status),
+        len(body),
+        _date_header(),
+        extra,
+        body,
+    )
 
 
 def http_error(status: int, slug: str, message: str, headers: dict[str, str] | None = None) -> bytes:
     """A complete `Connection: close` error response with the contract's body."""
-    return http_response(status, error_body(slug, message), keep_alive=False,
-                         headers={"X-Content-Type-Options": "nosniff", **(headers or {})})
+    return http_response(
+        status,
+        error_body(slug, message),
+        keep_alive=False,
+        headers={"X-Content-Type-Options": "nosniff", **(headers or {})},
+    )
 
 
 async def read_json(request: web.Request, limit: int) -> Any:
@@ -97,7 +119,8 @@ async def read_json(request: web.Request, limit: int) -> Any:
 async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
     """Every error leaves as {"error":{"code","message"}} with the matching status."""
     try:
-        return await handler(request)
+        response: web.StreamResponse = await handler(request)
+        return response
     except HeraldError as exc:
         return json_error(exc.code, exc.slug, str(exc) or exc.slug)
     except web.HTTPException as exc:

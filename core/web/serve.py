@@ -39,8 +39,13 @@ async def serve_until_signal(
     (core/web/heads.py: `limits`' deadline and cap), by default a plain HeadGuard, or `edge`'s
     protocol (the node's WebSocket edge), which hands what it does not serve to aiohttp."""
     limits = limits or HttpLimits()
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0,
-                           keepalive_timeout=limits.keepalive_timeout)
+    runner = web.AppRunner(
+        app,
+        handler_cancellation=True,
+        access_log=None,
+        shutdown_timeout=1.0,
+        keepalive_timeout=limits.keepalive_timeout,
+    )
     await runner.setup()
     loop = asyncio.get_running_loop()
     gate = HeadGate(limits)
@@ -71,6 +76,9 @@ async def serve_until_signal(
         try:
             await asyncio.wait_for(runner.cleanup(), CLEANUP_TIMEOUT)
         except TimeoutError:
-            log.error(f"{component}.cleanup.timeout", seconds=CLEANUP_TIMEOUT,
-                      tasks=sorted(t.get_name() for t in asyncio.all_tasks() if t is not asyncio.current_task()))
+            log.error(
+                f"{component}.cleanup.timeout",
+                seconds=CLEANUP_TIMEOUT,
+                tasks=sorted(t.get_name() for t in asyncio.all_tasks() if t is not asyncio.current_task()),
+            )
         log.info(f"{component}.stopped")

@@ -30,6 +30,7 @@ def _frame(op: int, payload: bytes, fin: bool = True) -> bytes:
 def _reader_class(path: str | None) -> Any:
     if path is None:
         from herald.core.protocol.wsreader import FrameReader
+
         return FrameReader
     spec = importlib.util.spec_from_file_location("herald.core.protocol._bench_wsreader", path)
     assert spec is not None and spec.loader is not None

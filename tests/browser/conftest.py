@@ -18,8 +18,15 @@ from tests.conftest import seconds
 from tests.e2e.server import HeraldProcess, start_herald
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 #: Playwright timeouts are in milliseconds; every wait in these tests is bounded by one of these.
 EXPECT_MS = seconds(10) * 1000
@@ -29,14 +36,18 @@ ACTION_MS = seconds(10) * 1000
 def _require_browser() -> Any:
     """The `playwright.sync_api` module, or a test failure saying what to install."""
     if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
-        pytest.fail(f"{CHROMIUM} is missing: the browser tests need Debian chromium "
-                    "(apt-get install -y chromium)", pytrace=False)
+        pytest.fail(
+            f"{CHROMIUM} is missing: the browser tests need Debian chromium (apt-get install -y chromium)",
+            pytrace=False,
+        )
     try:
         import playwright.sync_api as sync_api
     except ImportError as exc:
-        pytest.fail(f"the Python playwright package is missing ({exc}): pip install playwright "
-                    "(the browser itself comes from apt-get install -y chromium; do not run `playwright install`)",
-                    pytrace=False)
+        pytest.fail(
+            f"the Python playwright package is missing ({exc}): pip install playwright "
+            "(the browser itself comes from apt-get install -y chromium; do not run `playwright install`)",
+            pytrace=False,
+        )
     return sync_api
 
 
@@ -49,11 +60,14 @@ def browser() -> Iterator[Any]:
     pw = sync_api.sync_playwright().start()
     try:
         try:
-            b = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
-                                   timeout=seconds(30) * 1000)
-        except Exception as exc:  # noqa: BLE001 - turn any launch problem into a clear failure
-            pytest.fail(f"could not launch {CHROMIUM}: {exc}\n(apt-get install -y chromium; pip install playwright)",
-                        pytrace=False)
+            b = pw.chromium.launch(
+                executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS, timeout=seconds(30) * 1000
+            )
+        except Exception as exc:
+            pytest.fail(
+                f"could not launch {CHROMIUM}: {exc}\n(apt-get install -y chromium; pip install playwright)",
+                pytrace=False,
+            )
         yield b
         b.close()
     finally:
@@ -91,7 +105,7 @@ def new_page(browser: Any) -> Iterator[Callable[..., Any]]:
     for ctx in contexts:
         try:
             ctx.close()
-        except Exception:  # noqa: BLE001 - already closed by the test
+        except Exception:
             pass
 
 
@@ -138,7 +152,7 @@ class Servers:
         return "".join(line for s, _ in self.started for line in s.log_lines)
 
     def stop_all(self) -> None:
-        for s, reader in self.started:
+        for s, _reader in self.started:
             if s.proc.poll() is None or not (s.proc.stdout is None or s.proc.stdout.closed):
                 self.stop(s)
 

@@ -55,9 +55,10 @@ def _wait_got(page: Any, count: int) -> list[Any]:
     """Wait until `count` messages arrived; returns what arrived (possibly more, for the caller to check)."""
     try:
         page.wait_for_function("(n) => window.got.length >= n", arg=count, timeout=WAIT_MS)
-    except Exception as exc:  # noqa: BLE001 - fail with what the page saw
-        raise AssertionError(f"waited for {count} messages; got {page.evaluate('window.got')}, "
-                             f"events {page.evaluate('window.events')}") from exc
+    except Exception as exc:
+        raise AssertionError(
+            f"waited for {count} messages; got {page.evaluate('window.got')}, events {page.evaluate('window.events')}"
+        ) from exc
     return page.evaluate("window.got")
 
 
@@ -73,8 +74,9 @@ def _events(page: Any, kind: str) -> list[dict[str, Any]]:
     return [e for e in page.evaluate("window.events") if e["kind"] == kind]
 
 
-def test_browser_client_resumes_across_server_restart_with_no_message_lost(servers: Any, herald: HeraldProcess,
-                                                                          new_page: Any) -> None:
+def test_browser_client_resumes_across_server_restart_with_no_message_lost(
+    servers: Any, herald: HeraldProcess, new_page: Any
+) -> None:
     channel, user = "news:resume", "carol"
     page = new_page("carol")
     page.goto(herald.http + "/")
@@ -83,13 +85,12 @@ def test_browser_client_resumes_across_server_restart_with_no_message_lost(serve
     assert first["type"] == "subscribed" and first["channel"] == channel and first["recovered"] is False
 
     # (a) The server drops the connection (4008: reconnect and resume); nothing is lost or repeated.
-    _publish(herald, channel, *range(0, 5))
+    _publish(herald, channel, *range(5))
     assert _wait_got(page, 5) == [{"n": n} for n in range(5)]
     status, reply = herald.api("POST", "/api/disconnect", {"user": user, "code": 4008})
     assert (status, reply) == (200, {"disconnected": 1})
     _publish(herald, channel, *range(5, 10))  # while the client is away or coming back
-    page.wait_for_function(
-        "() => window.events.filter((e) => e.kind === 'subscribed').length >= 2", timeout=WAIT_MS)
+    page.wait_for_function("() => window.events.filter((e) => e.kind === 'subscribed').length >= 2", timeout=WAIT_MS)
     assert _wait_got(page, 10) == [{"n": n} for n in range(10)]
     states = [(e["state"], e["code"]) for e in _events(page, "state")]
     assert ("disconnected", 4008) in states, states
@@ -106,7 +107,7 @@ def test_browser_client_resumes_across_server_restart_with_no_message_lost(serve
     herald = servers.restart_on_same_port(herald)
     try:
         page.wait_for_function("() => window.events.some((e) => e.kind === 'recovery')", timeout=WAIT_MS)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise AssertionError(f"no recovery event after the restart; events {page.evaluate('window.events')}") from exc
     assert _events(page, "recovery") == [{"kind": "recovery", "channel": channel, "recovered": False}]
     subs = _events(page, "subscribed")
@@ -163,9 +164,10 @@ def test_sse_error_event_is_reported_and_the_stream_recovers_from_a_restart(serv
     # A restart: the browser reconnects on its own, the new epoch is reported, new messages flow.
     server = servers.restart_on_same_port(server)
     try:
-        page.wait_for_function("(ch) => window.events.some((e) => e.kind === 'recovery' && e.channel === ch)",
-                               arg=channel, timeout=WAIT_MS)
-    except Exception as exc:  # noqa: BLE001
+        page.wait_for_function(
+            "(ch) => window.events.some((e) => e.kind === 'recovery' && e.channel === ch)", arg=channel, timeout=WAIT_MS
+        )
+    except Exception as exc:
         raise AssertionError(f"no recovery event after the restart; events {page.evaluate('window.events')}") from exc
     assert page.evaluate("window.client.state") == "connected"
     _publish(server, channel, 5, 6, 7)

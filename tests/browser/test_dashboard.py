@@ -60,7 +60,7 @@ class Load:
     async def _client(self, i: int, connected: asyncio.Event) -> None:
         assert self.stopping is not None
         token = make_token(f"viewer{i}", channels=["news:*"])
-        nodes = itertools.cycle(self.cluster.nodes[i % 2:] + self.cluster.nodes[:i % 2])
+        nodes = itertools.cycle(self.cluster.nodes[i % 2 :] + self.cluster.nodes[: i % 2])
         deadline = self.loop.time() + seconds(120)
         while not self.stopping.is_set() and self.loop.time() < deadline:
             node = next(nodes)
@@ -68,8 +68,9 @@ class Load:
                 await asyncio.sleep(0.1)
                 continue
             try:
-                async with websockets.connect(f"{node.ws}?token={token}", subprotocols=["herald.json"],
-                                              open_timeout=5) as ws:
+                async with websockets.connect(
+                    f"{node.ws}?token={token}", subprotocols=["herald.json"], open_timeout=5
+                ) as ws:
                     await ws.send(json.dumps({"type": "subscribe", "id": 1, "channel": CHANNEL}))
                     async for raw in ws:
                         msg = json.loads(raw)
@@ -77,7 +78,7 @@ class Load:
                             connected.set()
                         elif msg.get("channel") == CHANNEL and "offset" in msg and msg.get("type") != "subscribed":
                             self.received += 1
-            except (OSError, websockets.WebSocketException, asyncio.TimeoutError):
+            except (TimeoutError, OSError, websockets.WebSocketException):
                 pass
             await asyncio.sleep(0.05)
 
@@ -87,7 +88,9 @@ class Load:
             if self.stopping.is_set():
                 return
             live = [m for m in self.cluster.nodes if m.alive]
-            await asyncio.to_thread(live[n % len(live)].api, "POST", "/api/publish", {"channel": CHANNEL, "data": {"n": n}})
+            await asyncio.to_thread(
+                live[n % len(live)].api, "POST", "/api/publish", {"channel": CHANNEL, "data": {"n": n}}
+            )
             await asyncio.sleep(0.1)
 
     def stop(self) -> None:
@@ -116,11 +119,26 @@ def small_cluster() -> Iterator[tuple[Cluster, HeraldProcess]]:
     """The nodes admit the dashboard's origin (the control's); the dashboard connects to the second
     node (in production: the ingress URL), which the test never drains."""
     port = _free_port()
-    cluster = Cluster(shards=1, routers=1, nodes=2, partitions=8,
-                      node_args=("--drain-window", "3", "--allowed-origins", f"http://127.0.0.1:{port}"))
+    cluster = Cluster(
+        shards=1,
+        routers=1,
+        nodes=2,
+        partitions=8,
+        node_args=("--drain-window", "3", "--allowed-origins", f"http://127.0.0.1:{port}"),
+    )
     cluster.start()
-    control = start_herald("--node-id", "control-1", "--member-timeout", "3", "--port", str(port),
-                           "--dashboard-url", cluster.nodes[1].http, command="control", env=cluster.env)
+    control = start_herald(
+        "--node-id",
+        "control-1",
+        "--member-timeout",
+        "3",
+        "--port",
+        str(port),
+        "--dashboard-url",
+        cluster.nodes[1].http,
+        command="control",
+        env=cluster.env,
+    )
     try:
         yield cluster, control
     finally:
@@ -134,8 +152,9 @@ def _cluster_doc(control: HeraldProcess) -> dict[str, Any]:
         return json.loads(resp.read())  # type: ignore[no-any-return]
 
 
-def test_dashboard_shows_the_cluster_and_drains_a_node(small_cluster: tuple[Cluster, HeraldProcess],
-                                                        new_page: Any, tmp_path: Path) -> None:
+def test_dashboard_shows_the_cluster_and_drains_a_node(
+    small_cluster: tuple[Cluster, HeraldProcess], new_page: Any, tmp_path: Path
+) -> None:
     from playwright.sync_api import expect
 
     cluster, control = small_cluster
@@ -183,8 +202,10 @@ def test_dashboard_shows_the_cluster_and_drains_a_node(small_cluster: tuple[Clus
         expect(per_node.nth(0)).to_contain_text(str(CLIENTS // 2))
         expect(per_node.nth(1)).to_contain_text(str(CLIENTS // 2 + 1))
         # Live rates: deliveries flow (10 publications/s to 20 subscribers), and latency is measured.
-        page.wait_for_function("() => parseFloat(document.querySelector('#c-out').textContent.replace(/,/g, '')) > 20",
-                               timeout=seconds(15) * 1000)
+        page.wait_for_function(
+            "() => parseFloat(document.querySelector('#c-out').textContent.replace(/,/g, '')) > 20",
+            timeout=seconds(15) * 1000,
+        )
         expect(page.get_by_test_id("latency")).to_contain_text("ms")
         page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
 
@@ -194,10 +215,12 @@ def test_dashboard_shows_the_cluster_and_drains_a_node(small_cluster: tuple[Clus
         page.locator(f'#members tr[data-member="node:{first.id}"] [data-testid="drain"]').click()
         expect(page.get_by_test_id("toast")).to_have_text(f"{first.id} is draining")
         expect(page.locator(f'#members tr[data-member="node:{first.id}"]')).to_have_attribute(
-            "data-state", re.compile("draining|drained"))
+            "data-state", re.compile("draining|drained")
+        )
         expect(page.get_by_test_id("nodes-ready")).to_have_text("1 / 2")
-        expect(page.locator(f'#members tr[data-member="node:{second.id}"] [data-testid="node-connections"]')
-               ).to_contain_text(str(CLIENTS + 1), timeout=seconds(20) * 1000)
+        expect(
+            page.locator(f'#members tr[data-member="node:{second.id}"] [data-testid="node-connections"]')
+        ).to_contain_text(str(CLIENTS + 1), timeout=seconds(20) * 1000)
         expect(page.locator(f'#members tr[data-member="node:{first.id}"]')).to_have_attribute("data-state", "drained")
         page.screenshot(path=str(tmp_path / "dashboard-drained.png"), full_page=True)
 
@@ -234,7 +257,8 @@ def _sign_in(page: Any, server: HeraldProcess) -> None:
 
 
 def test_under_herald_dev_the_dashboard_follows_the_cluster_channel_on_its_own_origin(
-        herald: HeraldProcess, new_page: Any) -> None:
+    herald: HeraldProcess, new_page: Any
+) -> None:
     """No --dashboard-url: the page connects to its own origin (the node of `herald dev`), a client
     connecting elsewhere shows up live, through the channel, and before its token runs out the
     page fetches a new one and sends it as a `refresh` (the page's clock is moved on 10 minutes)."""
@@ -252,8 +276,9 @@ def test_under_herald_dev_the_dashboard_follows_the_cluster_channel_on_its_own_o
     expect(page.locator("#conn")).to_have_attribute("data-feed", "herald")
     expect(page.locator("#conn")).to_have_text("live")
     expect(page.get_by_test_id("connections")).to_have_text("1")  # the dashboard itself
-    with connect(f"{herald.ws}?token={make_token('watcher')}", subprotocols=["herald.json"],
-                 open_timeout=seconds(10)) as ws:
+    with connect(
+        f"{herald.ws}?token={make_token('watcher')}", subprotocols=["herald.json"], open_timeout=seconds(10)
+    ) as ws:
         assert json.loads(ws.recv(timeout=seconds(10)))["type"] == "connected"
         expect(page.get_by_test_id("connections")).to_have_text("2")
     expect(page.get_by_test_id("connections")).to_have_text("1")
@@ -270,15 +295,19 @@ def test_under_herald_dev_the_dashboard_follows_the_cluster_channel_on_its_own_o
 
 
 def test_when_control_cannot_mint_a_token_the_dashboard_falls_back_to_its_sse_stream(
-        servers: Any, new_page: Any, tmp_path: Path) -> None:
+    servers: Any, new_page: Any, tmp_path: Path
+) -> None:
     """ES256: control holds only the public key; the page says it is live from /dashboard/events."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from playwright.sync_api import expect
 
     public = tmp_path / "public.pem"
-    public.write_bytes(ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    public.write_bytes(
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
     server = servers.start("--jwt-algorithm", "ES256", "--jwt-public-key", str(public))
     page = new_page("operator")
     requests: list[str] = []

@@ -32,8 +32,9 @@ class WsClient:
 
     @classmethod
     async def open(cls, url: str, user: str, **token_kw: Any) -> WsClient:
-        conn = await websockets.connect(f"{url}?token={make_token(user, **token_kw)}",
-                                        subprotocols=["herald.json"], open_timeout=seconds(10))
+        conn = await websockets.connect(
+            f"{url}?token={make_token(user, **token_kw)}", subprotocols=["herald.json"], open_timeout=seconds(10)
+        )
         client = cls(conn)
         client.connected = await client.recv()
         assert client.connected["type"] == "connected", client.connected
@@ -76,8 +77,9 @@ class WsClient:
 class SseClient:
     """A raw HTTP/1.1 SSE reader (no client library): parses chunked transfer and SSE fields."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, status: int,
-                 headers: dict[str, str]) -> None:
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, status: int, headers: dict[str, str]
+    ) -> None:
         self.reader, self.writer = reader, writer
         self.status, self.headers = status, headers
         self._buf = b""

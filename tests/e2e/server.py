@@ -34,8 +34,16 @@ class HeraldProcess:
     def ws(self) -> str:
         return f"ws://127.0.0.1:{self.port}/ws"
 
-    def api(self, method: str, path: str, body: Any = None, *, key: str | None = API_KEY,
-            raw: bytes | None = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    def api(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        key: str | None = API_KEY,
+        raw: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, Any]:
         """A blocking HTTP call (for setup code); returns (status, parsed JSON or text)."""
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
         req = urllib.request.Request(self.http + path, data=data, method=method)
@@ -87,14 +95,26 @@ def _drain_output(proc: subprocess.Popen[str], lines: list[str]) -> None:
         lines.append(line)
 
 
-def start_herald(*args: str, command: str = "dev", env: dict[str, str] | None = None,
-                 timeout: float = 15.0) -> HeraldProcess:
+def start_herald(
+    *args: str, command: str = "dev", env: dict[str, str] | None = None, timeout: float = 15.0
+) -> HeraldProcess:
     """Start herald on port 0, learn the port from its `node.started` log line, wait for /readyz."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
     full_env.update({"PYTHONUNBUFFERED": "1"})
     full_env.update(env or {})
-    argv = [sys.executable, "-m", "herald", command, "--host", "127.0.0.1", "--port", "0", "--log-format", "json",
-            *args]
+    argv = [
+        sys.executable,
+        "-m",
+        "herald",
+        command,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--log-format",
+        "json",
+        *args,
+    ]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=full_env)
     deadline = time.monotonic() + seconds(timeout)
     lines: list[str] = []
@@ -106,7 +126,10 @@ def start_herald(*args: str, command: str = "dev", env: dict[str, str] | None = 
             raise RuntimeError("herald did not start:\n" + "".join(lines) + (proc.stdout.read() or ""))
         line = proc.stdout.readline()
         lines.append(line)
-        m = re.search(r'"event":"(?:node|router|control)\.started".*?"port":(\d+)|"port":(\d+).*?"event":"(?:node|router|control)\.started"', line)
+        m = re.search(
+            r'"event":"(?:node|router|control)\.started".*?"port":(\d+)|"port":(\d+).*?"event":"(?:node|router|control)\.started"',
+            line,
+        )
         if m:
             port = int(m.group(1) or m.group(2))
     server = HeraldProcess(proc, port, lines)

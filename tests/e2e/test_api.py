@@ -20,12 +20,20 @@ async def test_publish_reaches_subscribers_and_returns_offset_and_epoch(herald: 
     """POST /api/publish → {channel, offset, epoch}; subscribers get the §4 envelope."""
     client = await WsClient.open(herald.ws, "api-sub")
     await client.request({"type": "subscribe", "channel": "news:api"})
-    status, body = await api(herald, "POST", "/api/publish",
-                             {"channel": "news:api", "data": {"k": [1, 2]}, "event": "update"})
+    status, body = await api(
+        herald, "POST", "/api/publish", {"channel": "news:api", "data": {"k": [1, 2]}, "event": "update"}
+    )
     assert status == 200 and set(body) == {"channel", "offset", "epoch"}
     msg = (await client.messages(1, "news:api"))[0]
-    assert msg == {"type": "message", "channel": "news:api", "offset": body["offset"], "epoch": body["epoch"],
-                   "event": "update", "data": {"k": [1, 2]}, "ts": msg["ts"]}
+    assert msg == {
+        "type": "message",
+        "channel": "news:api",
+        "offset": body["offset"],
+        "epoch": body["epoch"],
+        "event": "update",
+        "data": {"k": [1, 2]},
+        "ts": msg["ts"],
+    }
     assert "from" not in msg and isinstance(msg["ts"], int)
     await client.close()
 

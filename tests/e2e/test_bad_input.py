@@ -57,6 +57,7 @@ def serve(*args: str) -> HeraldProcess:
     """
     server = start_herald(*args)
     if getattr(server, "reader", None) is None:
+
         def drain() -> None:
             try:
                 assert server.proc.stdout is not None
@@ -71,22 +72,34 @@ def serve(*args: str) -> HeraldProcess:
 
 # --- WebSocket (websockets library) ----------------------------------------------------------
 
+
 def ws_url(server: HeraldProcess, token: str | None = None) -> str:
     return server.ws + (f"?token={token}" if token else "")
 
 
 async def ws_open(server: HeraldProcess, token: str | None = None, **kw: Any) -> ClientConnection:
     """A websockets connection (no proxy, no compression, no client pings), bounded."""
-    opts: dict[str, Any] = {"proxy": None, "compression": None, "ping_interval": None,
-                            "open_timeout": seconds(5), "close_timeout": seconds(2)}
+    opts: dict[str, Any] = {
+        "proxy": None,
+        "compression": None,
+        "ping_interval": None,
+        "open_timeout": seconds(5),
+        "close_timeout": seconds(2),
+    }
     opts.update(kw)
     async with asyncio.timeout(seconds(10)):
         return await connect(ws_url(server, token), **opts)
 
 
 @asynccontextmanager
-async def ws_client(server: HeraldProcess, user: str | None = None, *, token: str | None = None,
-                    expect_connected: bool = True, **kw: Any) -> AsyncIterator[ClientConnection]:
+async def ws_client(
+    server: HeraldProcess,
+    user: str | None = None,
+    *,
+    token: str | None = None,
+    expect_connected: bool = True,
+    **kw: Any,
+) -> AsyncIterator[ClientConnection]:
     """A connected client; with `expect_connected` the `connected` frame is read and checked."""
     if token is None and user is not None:
         token = make_token(user)
@@ -192,8 +205,16 @@ def response_json(exc: InvalidStatus) -> Any:
 _NO_BODY = object()
 
 
-async def api(server: HeraldProcess, method: str, path: str, body: Any = _NO_BODY, *, raw: bytes | None = None,
-              key: str | None = "dev-key", headers: dict[str, str] | None = None) -> tuple[int, Any]:
+async def api(
+    server: HeraldProcess,
+    method: str,
+    path: str,
+    body: Any = _NO_BODY,
+    *,
+    raw: bytes | None = None,
+    key: str | None = "dev-key",
+    headers: dict[str, str] | None = None,
+) -> tuple[int, Any]:
     """One server-API call with aiohttp; (status, parsed JSON or text)."""
     hdrs = {} if key is None else {"Authorization": f"apikey {key}"}
     hdrs.update(headers or {})
@@ -230,13 +251,12 @@ async def publish(server: HeraldProcess, channel: str, data: Any) -> dict[str, A
 
 async def metrics_text(server: HeraldProcess) -> str:
     async with asyncio.timeout(seconds(10)):
-        async with aiohttp.ClientSession() as http:
-            async with http.get(server.http + "/metrics") as resp:
-                assert resp.status == 200
-                return await resp.text()
+        async with aiohttp.ClientSession() as http, http.get(server.http + "/metrics") as resp:
+            assert resp.status == 200
+            return await resp.text()
 
 
-_SAMPLE = re.compile(r'^([A-Za-z_:][A-Za-z0-9_:]*)(?:\{(.*)\})?\s+(\S+)')
+_SAMPLE = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*)(?:\{(.*)\})?\s+(\S+)")
 _LABEL = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
 
@@ -263,30 +283,36 @@ async def wait_for(predicate: Any, timeout: float = 5.0, interval: float = 0.02,
         raise AssertionError(message or f"not true within {seconds(timeout)} s: {predicate}") from None
 
 
-async def wait_metric(server: HeraldProcess, name: str, at_least: float, message: str = "", timeout: float = 3.0,
-                      **labels: str) -> None:
+async def wait_metric(
+    server: HeraldProcess, name: str, at_least: float, message: str = "", timeout: float = 3.0, **labels: str
+) -> None:
     """Wait until a counter reaches `at_least` (counters are updated as connections finish closing)."""
     last = [0.0]
 
     async def reached() -> bool:
         last[0] = await get_metric(server, name, **labels)
         return last[0] >= at_least
+
     try:
         await wait_for(reached, timeout, interval=0.05)
     except AssertionError:
-        raise AssertionError(f"{message + ': ' if message else ''}{name}{labels} is {last[0]}, "
-                             f"expected >= {at_least}") from None
+        raise AssertionError(
+            f"{message + ': ' if message else ''}{name}{labels} is {last[0]}, expected >= {at_least}"
+        ) from None
 
 
 async def settled(server: HeraldProcess, timeout: float = 5.0) -> None:
     """Wait until the node has released every connection of earlier tests (readyz count is 0)."""
+
     async def idle() -> bool:
         status, body = await api(server, "GET", "/readyz", key=None)
         return status == 200 and body.get("connections") == 0
+
     await wait_for(idle, timeout)
 
 
 # --- raw HTTP/1.1 (SSE and requests aiohttp would not send) -------------------------------------
+
 
 @dataclass
 class RawResponse:
@@ -331,17 +357,25 @@ class RawResponse:
         await close_writer(self.writer)
 
 
-async def raw_request(server: HeraldProcess, target: str, *, method: str = "GET",
-                      headers: dict[str, str] | None = None, body: bytes = b"",
-                      local_addr: tuple[str, int] | None = None, rcvbuf: int | None = None) -> RawResponse:
+async def raw_request(
+    server: HeraldProcess,
+    target: str,
+    *,
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
+    body: bytes = b"",
+    local_addr: tuple[str, int] | None = None,
+    rcvbuf: int | None = None,
+) -> RawResponse:
     """Send one hand-written HTTP/1.1 request and parse the status line and headers.
 
     With `rcvbuf` the socket gets a small receive window and the reader stops pulling from the
     socket at 32 KiB buffered: a client that does not read really stops reading."""
     async with asyncio.timeout(seconds(10)):
         if rcvbuf is None:
-            reader, writer = await asyncio.open_connection("127.0.0.1", server.port, local_addr=local_addr,
-                                                           limit=1 << 20)
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", server.port, local_addr=local_addr, limit=1 << 20
+            )
         else:
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             try:
@@ -371,10 +405,20 @@ async def raw_request(server: HeraldProcess, target: str, *, method: str = "GET"
     return RawResponse(int(m.group(1)), hdrs, reader, writer)
 
 
-async def sse_open(server: HeraldProcess, query: str = "", headers: dict[str, str] | None = None,
-                   local_addr: tuple[str, int] | None = None, rcvbuf: int | None = None) -> RawResponse:
-    return await raw_request(server, "/events" + query, headers={"Accept": "text/event-stream", **(headers or {})},
-                             local_addr=local_addr, rcvbuf=rcvbuf)
+async def sse_open(
+    server: HeraldProcess,
+    query: str = "",
+    headers: dict[str, str] | None = None,
+    local_addr: tuple[str, int] | None = None,
+    rcvbuf: int | None = None,
+) -> RawResponse:
+    return await raw_request(
+        server,
+        "/events" + query,
+        headers={"Accept": "text/event-stream", **(headers or {})},
+        local_addr=local_addr,
+        rcvbuf=rcvbuf,
+    )
 
 
 async def sse_expect_stream(resp: RawResponse) -> None:
@@ -423,7 +467,8 @@ class RawWs:
                 writer.write(
                     f"GET /ws?token={token} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
                     f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key.decode()}\r\n"
-                    "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: herald.json\r\n\r\n".encode())
+                    "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: herald.json\r\n\r\n".encode()
+                )
                 head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
             status, *lines = head.split("\r\n")
             headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines if ln)}
@@ -469,6 +514,7 @@ class RawWs:
 
 # --- the watcher: proof that the node keeps serving everyone else --------------------------------
 
+
 class Watcher:
     def __init__(self, server: HeraldProcess, ws: ClientConnection, channel: str) -> None:
         self.server, self.ws, self.channel = server, ws, channel
@@ -494,6 +540,7 @@ async def watching(server: HeraldProcess, **kw: Any) -> AsyncIterator[Watcher]:
 
 # --- tokens ------------------------------------------------------------------------------------
 
+
 def _b64url(obj: Any) -> str:
     return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
 
@@ -513,8 +560,9 @@ def bad_token(kind: str) -> str:
     if kind == "es256":
         return jwt.encode(_claims(user), ec.generate_private_key(ec.SECP256R1()), algorithm="ES256")
     if kind == "rs256":
-        return jwt.encode(_claims(user), rsa.generate_private_key(public_exponent=65537, key_size=2048),
-                          algorithm="RS256")
+        return jwt.encode(
+            _claims(user), rsa.generate_private_key(public_exponent=65537, key_size=2048), algorithm="RS256"
+        )
     if kind == "hs512-right-secret":  # the right key, but not the configured algorithm
         return jwt.encode(_claims(user), "dev-secret", algorithm="HS512")
     if kind == "missing-sub":
@@ -532,8 +580,18 @@ def bad_token(kind: str) -> str:
     raise ValueError(kind)
 
 
-BAD_TOKENS = ["forged", "expired", "alg-none", "es256", "rs256", "hs512-right-secret", "missing-sub",
-              "missing-exp", "not-yet-valid", "garbage"]
+BAD_TOKENS = [
+    "forged",
+    "expired",
+    "alg-none",
+    "es256",
+    "rs256",
+    "hs512-right-secret",
+    "missing-sub",
+    "missing-exp",
+    "not-yet-valid",
+    "garbage",
+]
 
 # ==============================================================================================
 # Fixtures
@@ -576,16 +634,21 @@ async def test_ws_malformed_json_gets_400_and_connection_stays_open(node: Herald
     await watcher.alive()
 
 
-@pytest.mark.parametrize("message", [
-    {"type": "bogus", "id": 7},
-    {"type": "PING", "id": 8},
-    {"id": 9},
-    {"type": None, "id": 10},
-    {"type": ["ping"], "id": 11},
-    {"type": "x" * 10_000, "id": 12},
-], ids=["unknown", "wrong-case", "no-type", "null-type", "list-type", "huge-type"])
-async def test_ws_unknown_type_gets_400_with_id_echoed(node: HeraldProcess, watcher: Watcher,
-                                                       message: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"type": "bogus", "id": 7},
+        {"type": "PING", "id": 8},
+        {"id": 9},
+        {"type": None, "id": 10},
+        {"type": ["ping"], "id": 11},
+        {"type": "x" * 10_000, "id": 12},
+    ],
+    ids=["unknown", "wrong-case", "no-type", "null-type", "list-type", "huge-type"],
+)
+async def test_ws_unknown_type_gets_400_with_id_echoed(
+    node: HeraldProcess, watcher: Watcher, message: dict[str, Any]
+) -> None:
     async with ws_client(node, f"u-{uid()}") as ws:
         await send_obj(ws, message)
         assert_error(await reply(ws, message["id"]), 400, message["id"])
@@ -593,9 +656,19 @@ async def test_ws_unknown_type_gets_400_with_id_echoed(node: HeraldProcess, watc
     await watcher.alive()
 
 
-@pytest.mark.parametrize("payload", ["[1, 2]", '"ping"', "42", "null", '{"type":"ping","id":"7"}',
-                                     '{"type":"ping","id":-1}', '{"type":"ping","id":1.5}'],
-                         ids=["array", "string", "number", "null", "string-id", "negative-id", "float-id"])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        "[1, 2]",
+        '"ping"',
+        "42",
+        "null",
+        '{"type":"ping","id":"7"}',
+        '{"type":"ping","id":-1}',
+        '{"type":"ping","id":1.5}',
+    ],
+    ids=["array", "string", "number", "null", "string-id", "negative-id", "float-id"],
+)
 async def test_ws_non_object_or_bad_id_gets_400(node: HeraldProcess, watcher: Watcher, payload: str) -> None:
     async with ws_client(node, f"u-{uid()}") as ws:
         await ws.send(payload)
@@ -605,10 +678,11 @@ async def test_ws_non_object_or_bad_id_gets_400(node: HeraldProcess, watcher: Wa
     await watcher.alive()
 
 
-@pytest.mark.parametrize("channel", ["room 1", "room:" + "x" * 251, "room#1", "", "room:caf\u00e9", "room\n1",
-                                     "room:a,b", 42, None, ["room:1"]],
-                         ids=["space", "256-chars", "hash", "empty", "non-ascii", "newline", "comma", "number",
-                              "null", "list"])
+@pytest.mark.parametrize(
+    "channel",
+    ["room 1", "room:" + "x" * 251, "room#1", "", "room:caf\u00e9", "room\n1", "room:a,b", 42, None, ["room:1"]],
+    ids=["space", "256-chars", "hash", "empty", "non-ascii", "newline", "comma", "number", "null", "list"],
+)
 async def test_ws_subscribe_invalid_channel_gets_400(node: HeraldProcess, watcher: Watcher, channel: Any) -> None:
     async with ws_client(node, f"u-{uid()}") as ws:
         got = await request(ws, {"type": "subscribe", "channel": channel, "id": 21})
@@ -631,8 +705,9 @@ async def test_ws_channel_name_of_255_chars_is_valid(node: HeraldProcess, watche
     await watcher.alive()
 
 
-@pytest.mark.parametrize("channel", ["secret:plans", "news", "roomx:1"], ids=["other-namespace", "no-namespace",
-                                                                            "prefix-lookalike"])
+@pytest.mark.parametrize(
+    "channel", ["secret:plans", "news", "roomx:1"], ids=["other-namespace", "no-namespace", "prefix-lookalike"]
+)
 async def test_ws_subscribe_forbidden_channel_gets_403(node: HeraldProcess, watcher: Watcher, channel: str) -> None:
     async with ws_client(node, f"u-{uid()}") as ws:
         got = await request(ws, {"type": "subscribe", "channel": channel, "id": 31})
@@ -644,8 +719,7 @@ async def test_ws_subscribe_forbidden_channel_gets_403(node: HeraldProcess, watc
     await watcher.alive()
 
 
-async def test_ws_subscribe_to_another_users_personal_channel_gets_403(node: HeraldProcess,
-                                                                      watcher: Watcher) -> None:
+async def test_ws_subscribe_to_another_users_personal_channel_gets_403(node: HeraldProcess, watcher: Watcher) -> None:
     alice, bob = f"alice-{uid()}", f"bob-{uid()}"
     # even a token whose `channels` claim matches everything cannot open someone else's personal channel
     async with ws_client(node, alice, token=make_token(alice, channels=["*"])) as ws:
@@ -679,12 +753,10 @@ async def test_ws_binary_frame_on_json_subprotocol_gets_400(node: HeraldProcess,
     await watcher.alive()
 
 
-async def test_ws_msgpack_subprotocol_works_and_text_frames_get_400(node: HeraldProcess,
-                                                                   watcher: Watcher) -> None:
+async def test_ws_msgpack_subprotocol_works_and_text_frames_get_400(node: HeraldProcess, watcher: Watcher) -> None:
     user = f"u-{uid()}"
     channel = f"room:mp-{uid()}"
-    async with ws_client(node, token=make_token(user), subprotocols=["herald.msgpack"],
-                         expect_connected=False) as ws:
+    async with ws_client(node, token=make_token(user), subprotocols=["herald.msgpack"], expect_connected=False) as ws:
         assert ws.subprotocol == "herald.msgpack"
         raw = await asyncio.wait_for(ws.recv(), seconds(5))
         assert isinstance(raw, bytes), "herald.msgpack uses binary frames"
@@ -735,8 +807,7 @@ async def test_ws_oversized_frame_closes_with_1009(node: HeraldProcess, watcher:
 
 
 @pytest.mark.parametrize("kind", BAD_TOKENS)
-async def test_bad_token_is_refused_with_401_on_ws_and_sse(node: HeraldProcess, watcher: Watcher,
-                                                           kind: str) -> None:
+async def test_bad_token_is_refused_with_401_on_ws_and_sse(node: HeraldProcess, watcher: Watcher, kind: str) -> None:
     token = bad_token(kind)
     refused = await ws_refused(node, token)
     assert refused.response.status_code == 401
@@ -799,8 +870,9 @@ async def test_ws_first_message_auth_yields_connected(node: HeraldProcess, watch
     await watcher.alive()
 
 
-@pytest.mark.parametrize("first", ["forged", "expired", "alg-none", "missing-sub", "not-auth", "not-json",
-                                   "empty-token"])
+@pytest.mark.parametrize(
+    "first", ["forged", "expired", "alg-none", "missing-sub", "not-auth", "not-json", "empty-token"]
+)
 async def test_ws_failed_first_message_auth_closes_4001(node: HeraldProcess, watcher: Watcher, first: str) -> None:
     async with ws_client(node, expect_connected=False) as ws:
         if first == "not-auth":
@@ -833,16 +905,20 @@ async def test_ws_without_any_auth_is_closed_4001_after_auth_timeout(tuned: Hera
 # ==============================================================================================
 
 
-@pytest.mark.parametrize("auth", [None, "apikey wrong-key", "apikey ", "Bearer dev-key", "dev-key",
-                                  "apikey dev-key-and-more"],
-                         ids=["missing", "wrong", "empty", "wrong-scheme", "no-scheme", "longer"])
+@pytest.mark.parametrize(
+    "auth",
+    [None, "apikey wrong-key", "apikey ", "Bearer dev-key", "dev-key", "apikey dev-key-and-more"],
+    ids=["missing", "wrong", "empty", "wrong-scheme", "no-scheme", "longer"],
+)
 async def test_api_key_missing_or_wrong_is_401(node: HeraldProcess, watcher: Watcher, auth: str | None) -> None:
     headers = {} if auth is None else {"Authorization": auth}
-    for method, path, body in [("POST", "/api/publish", {"channel": "room:x", "data": 1}),
-                               ("GET", "/api/history/room:x", _NO_BODY),
-                               ("GET", "/api/info", _NO_BODY),
-                               ("POST", "/api/disconnect", {"user": "x"}),
-                               ("POST", "/notify", {"userId": "x", "message": "m"})]:
+    for method, path, body in [
+        ("POST", "/api/publish", {"channel": "room:x", "data": 1}),
+        ("GET", "/api/history/room:x", _NO_BODY),
+        ("GET", "/api/info", _NO_BODY),
+        ("POST", "/api/disconnect", {"user": "x"}),
+        ("POST", "/notify", {"userId": "x", "message": "m"}),
+    ]:
         status, got = await api(node, method, path, body, key=None, headers=headers)
         assert status == 401, (path, got)
         assert_error_body(got)
@@ -851,8 +927,11 @@ async def test_api_key_missing_or_wrong_is_401(node: HeraldProcess, watcher: Wat
     await watcher.alive()
 
 
-@pytest.mark.parametrize("raw", [b"{", b"not json", b"", b'{"channel":"room:x","data":1}}', b"\xff\xfe"],
-                         ids=["truncated", "text", "empty", "trailing", "not-utf8"])
+@pytest.mark.parametrize(
+    "raw",
+    [b"{", b"not json", b"", b'{"channel":"room:x","data":1}}', b"\xff\xfe"],
+    ids=["truncated", "text", "empty", "trailing", "not-utf8"],
+)
 async def test_api_malformed_json_is_400(node: HeraldProcess, watcher: Watcher, raw: bytes) -> None:
     for path in ("/api/publish", "/api/broadcast", "/api/disconnect", "/notify"):
         status, got = await api(node, "POST", path, raw=raw)
@@ -861,8 +940,11 @@ async def test_api_malformed_json_is_400(node: HeraldProcess, watcher: Watcher, 
     await watcher.alive()
 
 
-@pytest.mark.parametrize("body", [[{"channel": "room:x", "data": 1}], "room:x", 42, None, True],
-                         ids=["array", "string", "number", "null", "bool"])
+@pytest.mark.parametrize(
+    "body",
+    [[{"channel": "room:x", "data": 1}], "room:x", 42, None, True],
+    ids=["array", "string", "number", "null", "bool"],
+)
 async def test_api_body_not_an_object_is_400(node: HeraldProcess, watcher: Watcher, body: Any) -> None:
     for path in ("/api/publish", "/api/broadcast", "/api/disconnect", "/notify"):
         status, got = await api(node, "POST", path, raw=json.dumps(body).encode())
@@ -871,20 +953,35 @@ async def test_api_body_not_an_object_is_400(node: HeraldProcess, watcher: Watch
     await watcher.alive()
 
 
-@pytest.mark.parametrize("body", [
-    {"channel": "room 1", "data": 1},
-    {"channel": "room:" + "x" * 251, "data": 1},
-    {"channel": "", "data": 1},
-    {"channel": 5, "data": 1},
-    {"data": 1},
-    {"channel": "room:x"},
-    {"channel": "room:x", "data": 1, "event": ""},
-    {"channel": "room:x", "data": 1, "event": "e" * 65},
-    {"channel": "room:x", "data": 1, "event": "a\nb"},
-    {"channel": "room:x", "data": 1, "idempotency_key": "k" * 257},
-    {"channel": "room:x", "data": 1, "idempotency_key": 7},
-], ids=["space", "256-chars", "empty-channel", "number-channel", "no-channel", "no-data", "empty-event",
-        "long-event", "newline-event", "long-idempotency-key", "number-idempotency-key"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"channel": "room 1", "data": 1},
+        {"channel": "room:" + "x" * 251, "data": 1},
+        {"channel": "", "data": 1},
+        {"channel": 5, "data": 1},
+        {"data": 1},
+        {"channel": "room:x"},
+        {"channel": "room:x", "data": 1, "event": ""},
+        {"channel": "room:x", "data": 1, "event": "e" * 65},
+        {"channel": "room:x", "data": 1, "event": "a\nb"},
+        {"channel": "room:x", "data": 1, "idempotency_key": "k" * 257},
+        {"channel": "room:x", "data": 1, "idempotency_key": 7},
+    ],
+    ids=[
+        "space",
+        "256-chars",
+        "empty-channel",
+        "number-channel",
+        "no-channel",
+        "no-data",
+        "empty-event",
+        "long-event",
+        "newline-event",
+        "long-idempotency-key",
+        "number-idempotency-key",
+    ],
+)
 async def test_api_publish_bad_fields_are_400(node: HeraldProcess, watcher: Watcher, body: dict[str, Any]) -> None:
     status, got = await api(node, "POST", "/api/publish", body)
     assert status == 400, got
@@ -896,8 +993,12 @@ async def test_api_publish_bad_fields_are_400(node: HeraldProcess, watcher: Watc
 
 async def test_api_broadcast_with_one_bad_channel_publishes_nothing(node: HeraldProcess, watcher: Watcher) -> None:
     good = f"room:bc-{uid()}"
-    for body in ({"channels": [good, "bad channel"], "data": 1}, {"channels": [], "data": 1},
-                 {"channels": good, "data": 1}, {"channels": [good]}):
+    for body in (
+        {"channels": [good, "bad channel"], "data": 1},
+        {"channels": [], "data": 1},
+        {"channels": good, "data": 1},
+        {"channels": [good]},
+    ):
         status, got = await api(node, "POST", "/api/broadcast", body)
         assert status == 400, (body, got)
         assert_error_body(got)
@@ -907,8 +1008,13 @@ async def test_api_broadcast_with_one_bad_channel_publishes_nothing(node: Herald
 
 
 async def test_api_notify_bad_fields_are_400(node: HeraldProcess, watcher: Watcher) -> None:
-    for body in ({"message": "m"}, {"userId": "", "message": "m"}, {"userId": "a b", "message": "m"},
-                 {"userId": "bob"}, {"userId": 5, "message": "m"}):
+    for body in (
+        {"message": "m"},
+        {"userId": "", "message": "m"},
+        {"userId": "a b", "message": "m"},
+        {"userId": "bob"},
+        {"userId": 5, "message": "m"},
+    ):
         status, got = await api(node, "POST", "/notify", body)
         assert status == 400, (body, got)
         assert_error_body(got)
@@ -935,8 +1041,10 @@ async def _post_in_pieces(server: HeraldProcess, pieces: list[bytes], *, chunked
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     try:
         body = b"".join(pieces)
-        head = ("POST /api/publish HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: apikey dev-key\r\n"
-                "Content-Type: application/json\r\nConnection: close\r\n")
+        head = (
+            "POST /api/publish HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: apikey dev-key\r\n"
+            "Content-Type: application/json\r\nConnection: close\r\n"
+        )
         head += "Transfer-Encoding: chunked\r\n" if chunked else f"Content-Length: {len(body)}\r\n"
         writer.write((head + "\r\n").encode())
         await writer.drain()
@@ -964,7 +1072,7 @@ async def _post_in_pieces(server: HeraldProcess, pieces: list[bytes], *, chunked
             size = int(size_line, 16)
             if size == 0:
                 break
-            out, rest = out + rest[:size], rest[size + 2:]
+            out, rest = out + rest[:size], rest[size + 2 :]
         payload = out
     return status, json.loads(payload)
 
@@ -982,8 +1090,7 @@ async def test_api_body_arriving_in_pieces_is_read_whole(node: HeraldProcess, wa
 async def test_api_chunked_body_over_64k_is_413(node: HeraldProcess, watcher: Watcher) -> None:
     channel = f"room:chunked-{uid()}"
     over = json.dumps({"channel": channel, "data": "x" * (100 * 1024)}).encode()
-    status, got = await _post_in_pieces(node, [over[i:i + 16384] for i in range(0, len(over), 16384)],
-                                        chunked=True)
+    status, got = await _post_in_pieces(node, [over[i : i + 16384] for i in range(0, len(over), 16384)], chunked=True)
     assert status == 413, got
     assert_error_body(got)
     # a valid object followed by padding: the whole body is over the limit, nothing is published
@@ -995,8 +1102,10 @@ async def test_api_chunked_body_over_64k_is_413(node: HeraldProcess, watcher: Wa
     await watcher.alive()
 
 
-@pytest.mark.parametrize("method,path", [("GET", "/api/nope"), ("POST", "/api/nope"), ("GET", "/nope"),
-                                         ("GET", "/api/history/"), ("GET", "/ws/extra")])
+@pytest.mark.parametrize(
+    "method,path",
+    [("GET", "/api/nope"), ("POST", "/api/nope"), ("GET", "/nope"), ("GET", "/api/history/"), ("GET", "/ws/extra")],
+)
 async def test_unknown_path_is_404_json(node: HeraldProcess, watcher: Watcher, method: str, path: str) -> None:
     status, got = await api(node, method, path, {} if method == "POST" else _NO_BODY)
     assert status == 404, got
@@ -1008,11 +1117,17 @@ async def test_unknown_path_is_404_json(node: HeraldProcess, watcher: Watcher, m
 async def test_huge_request_line_or_header_is_4xx(node: HeraldProcess, watcher: Watcher, where: str) -> None:
     huge = "1" * (100 * 1024)
     if where == "query":
-        resp = await raw_request(node, f"/api/history/room:x?since={huge}&epoch=e",
-                                 headers={"Authorization": "apikey dev-key", "Connection": "close"})
+        resp = await raw_request(
+            node,
+            f"/api/history/room:x?since={huge}&epoch=e",
+            headers={"Authorization": "apikey dev-key", "Connection": "close"},
+        )
     else:
-        resp = await raw_request(node, "/api/history/room:x",
-                                 headers={"Authorization": "apikey dev-key", "X-Huge": huge, "Connection": "close"})
+        resp = await raw_request(
+            node,
+            "/api/history/room:x",
+            headers={"Authorization": "apikey dev-key", "X-Huge": huge, "Connection": "close"},
+        )
     await resp.close()
     assert 400 <= resp.status < 500, resp.status
     status, got = await api(node, "GET", "/healthz", key=None)
@@ -1020,8 +1135,9 @@ async def test_huge_request_line_or_header_is_4xx(node: HeraldProcess, watcher: 
     await watcher.alive()
 
 
-@pytest.mark.parametrize("query", ["?since=1-0", "?since=nope&epoch=e", "?since=1&epoch=e", "?limit=-1",
-                                   "?limit=abc", "?limit=1.5"])
+@pytest.mark.parametrize(
+    "query", ["?since=1-0", "?since=nope&epoch=e", "?since=1&epoch=e", "?limit=-1", "?limit=abc", "?limit=1.5"]
+)
 async def test_api_history_bad_query_is_400(node: HeraldProcess, watcher: Watcher, query: str) -> None:
     status, got = await api(node, "GET", f"/api/history/room:x{query}")
     assert status == 400, got
@@ -1030,21 +1146,35 @@ async def test_api_history_bad_query_is_400(node: HeraldProcess, watcher: Watche
 
 
 async def test_api_bad_channel_in_path_is_400(node: HeraldProcess, watcher: Watcher) -> None:
-    for path in ("/api/history/room%20x", "/api/history/room%23x", "/api/presence/room%20x",
-                 "/api/presence/room%20x/stats", f"/api/history/room:{'x' * 251}"):
+    for path in (
+        "/api/history/room%20x",
+        "/api/history/room%23x",
+        "/api/presence/room%20x",
+        "/api/presence/room%20x/stats",
+        f"/api/history/room:{'x' * 251}",
+    ):
         status, got = await api(node, "GET", path)
         assert status == 400, (path, got)
         assert_error_body(got)
     await watcher.alive()
 
 
-@pytest.mark.parametrize("body", [{"user": "bob", "code": 999}, {"user": "bob", "code": 1001},
-                                  {"user": "bob", "code": 2999}, {"user": "bob", "code": 5000},
-                                  {"user": "bob", "code": "4003"}, {"user": "bob", "code": 4003.0},
-                                  {"user": "bob", "code": True}, {"code": 4003}, {"user": ""},
-                                  {"user": "bad user"}],
-                         ids=["999", "1001", "2999", "5000", "string", "float", "bool", "no-user", "empty-user",
-                              "bad-user"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"user": "bob", "code": 999},
+        {"user": "bob", "code": 1001},
+        {"user": "bob", "code": 2999},
+        {"user": "bob", "code": 5000},
+        {"user": "bob", "code": "4003"},
+        {"user": "bob", "code": 4003.0},
+        {"user": "bob", "code": True},
+        {"code": 4003},
+        {"user": ""},
+        {"user": "bad user"},
+    ],
+    ids=["999", "1001", "2999", "5000", "string", "float", "bool", "no-user", "empty-user", "bad-user"],
+)
 async def test_api_disconnect_bad_input_is_400(node: HeraldProcess, watcher: Watcher, body: dict[str, Any]) -> None:
     status, got = await api(node, "POST", "/api/disconnect", body)
     assert status == 400, got
@@ -1059,8 +1189,7 @@ async def test_api_disconnect_bad_input_is_400(node: HeraldProcess, watcher: Wat
 
 async def test_ws_foreign_origin_is_403_before_upgrade(node: HeraldProcess, watcher: Watcher) -> None:
     token = make_token(f"u-{uid()}")
-    for origin in ("http://evil.example", "http://app.example", f"http://127.0.0.1:{node.port}.evil.example",
-                   "null"):
+    for origin in ("http://evil.example", "http://app.example", f"http://127.0.0.1:{node.port}.evil.example", "null"):
         refused = await ws_refused(node, token, origin=origin)
         assert refused.response.status_code == 403, origin
         assert_error_body(response_json(refused))

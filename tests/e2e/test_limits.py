@@ -58,11 +58,22 @@ def _node(*args: str) -> Any:
         server = serve(*args)
         yield server
         server.stop()
+
     return fixture
 
 
-limited = _node("--max-connections-per-user", "2", "--max-subscriptions", "3", "--client-rate", "5",
-                "--client-burst", "5", "--max-message-size", "1024")
+limited = _node(
+    "--max-connections-per-user",
+    "2",
+    "--max-subscriptions",
+    "3",
+    "--client-rate",
+    "5",
+    "--client-burst",
+    "5",
+    "--max-message-size",
+    "1024",
+)
 small_node = _node("--max-connections", "3")
 ip_limited = _node("--max-connections-per-ip", "2")
 idle_node = _node("--idle-timeout", "1")
@@ -127,14 +138,13 @@ async def test_per_user_connection_limit_with_first_message_auth(limited: Herald
     await settled(limited)
     user = f"busy-{uid()}"
     before = await get_metric(limited, REFUSALS, reason="user_limit")
-    async with watching(limited) as w:
-        async with ws_client(limited, user) as ws1, ws_client(limited, user):
-            async with ws_client(limited, expect_connected=False) as ws3:
-                await send_obj(ws3, {"type": "auth", "token": make_token(user)})
-                assert await refused_after_upgrade(ws3) == 4029
-            await assert_pong(ws1)
-            await w.alive()
-            assert await get_metric(limited, REFUSALS, reason="user_limit") == before + 1
+    async with watching(limited) as w, ws_client(limited, user) as ws1, ws_client(limited, user):
+        async with ws_client(limited, expect_connected=False) as ws3:
+            await send_obj(ws3, {"type": "auth", "token": make_token(user)})
+            assert await refused_after_upgrade(ws3) == 4029
+        await assert_pong(ws1)
+        await w.alive()
+        assert await get_metric(limited, REFUSALS, reason="user_limit") == before + 1
 
 
 async def test_per_node_connection_limit(small_node: HeraldProcess) -> None:
@@ -208,8 +218,7 @@ async def test_message_size_limit(limited: HeraldProcess) -> None:
         status, body = await api(limited, "GET", f"/api/history/{channel}")
         assert [m["data"] for m in body["messages"]] == ["x" * 900, "y" * 900]
         await w.alive()
-    await wait_metric(limited, CLOSED, before + 1, "a 1009 close must be counted as 1009", transport="ws",
-                      code="1009")
+    await wait_metric(limited, CLOSED, before + 1, "a 1009 close must be counted as 1009", transport="ws", code="1009")
 
 
 async def test_client_rate_limit(limited: HeraldProcess) -> None:
@@ -237,10 +246,12 @@ async def test_client_rate_limit(limited: HeraldProcess) -> None:
             async def served() -> bool:
                 got = await request(ws, {"type": "ping", "id": 1000})
                 return got["type"] == "pong"
+
             await wait_for(served, interval=0.25)
             await w.alive()
-        assert await get_metric(limited, ERRORS, code="429") >= before + len(limited_ids), \
+        assert await get_metric(limited, ERRORS, code="429") >= before + len(limited_ids), (
             "429 error replies are not counted in herald_client_errors_total"
+        )
 
 
 async def test_subscription_limit(limited: HeraldProcess) -> None:
@@ -257,8 +268,9 @@ async def test_subscription_limit(limited: HeraldProcess) -> None:
             assert got["type"] == "subscribed", got
             await assert_pong(ws)
             await w.alive()
-        assert await get_metric(limited, ERRORS, code="403") >= before + 1, \
+        assert await get_metric(limited, ERRORS, code="403") >= before + 1, (
             "403 error replies are not counted in herald_client_errors_total"
+        )
 
 
 # ==============================================================================================
@@ -271,18 +283,20 @@ async def test_token_expiry_closes_4001_unless_refreshed(limited: HeraldProcess)
     before = await get_metric(limited, CLOSED, transport="ws", code="4001")
     exp = int(time.time()) + 2
     expiring, refreshing = f"exp-{uid()}", f"ref-{uid()}"
-    async with watching(limited) as w:
-        async with ws_client(limited, expiring, token=make_token(expiring, exp=exp)) as a, \
-                ws_client(limited, refreshing, token=make_token(refreshing, exp=exp)) as b:
-            got = await request(b, {"type": "refresh", "token": make_token(refreshing, ttl=600), "id": 1})
-            assert got["type"] == "refreshed" and got["exp"] > exp + 500, got
-            await assert_pong(a)  # still valid before exp
+    async with (
+        watching(limited) as w,
+        ws_client(limited, expiring, token=make_token(expiring, exp=exp)) as a,
+        ws_client(limited, refreshing, token=make_token(refreshing, exp=exp)) as b,
+    ):
+        got = await request(b, {"type": "refresh", "token": make_token(refreshing, ttl=600), "id": 1})
+        assert got["type"] == "refreshed" and got["exp"] > exp + 500, got
+        await assert_pong(a)  # still valid before exp
 
-            assert await closed_code(a, timeout=exp - time.time() + 3) == 4001
-            assert time.time() >= exp - 0.1, "closed before the token expired"
-            # the tick that expired `a` has passed `b` too: it must still be served
-            await assert_pong(b)
-            await w.alive()
+        assert await closed_code(a, timeout=exp - time.time() + 3) == 4001
+        assert time.time() >= exp - 0.1, "closed before the token expired"
+        # the tick that expired `a` has passed `b` too: it must still be served
+        await assert_pong(b)
+        await w.alive()
     await wait_metric(limited, CLOSED, before + 1, transport="ws", code="4001")
 
 
@@ -339,8 +353,9 @@ async def test_dead_connection_is_terminated(pinging: HeraldProcess) -> None:
         assert pings >= 1, "the server never pinged"
         assert elapsed >= 2 * interval - 0.2, f"terminated after {elapsed:.1f}s, before two intervals"
         # two intervals, plus one tick of the 1 s timer, plus margin
-        assert elapsed <= seconds(2 * interval + 1 + 2), \
+        assert elapsed <= seconds(2 * interval + 1 + 2), (
             f"a dead connection lingered {elapsed:.1f}s (close frame {close_code}) before the socket was dropped"
+        )
         # the server forgot it, and the client that answers pings survived the same time
         await wait_for(lambda: _metric_equals(pinging, "herald_connections", before, transport="ws"))
         await w.alive()
@@ -397,14 +412,16 @@ async def test_slow_consumer_is_disconnected(slow_node: HeraldProcess) -> None:
 
                 async def peer_has_all() -> bool:
                     return peer_got >= published
+
                 await wait_for(peer_has_all, timeout=10)
             finally:
                 reader.cancel()
                 await asyncio.gather(reader, return_exceptions=True)
             assert set(statuses) == {200}, f"publishing while a consumer is slow failed: {statuses}"
             assert peer_got == published, "a fast subscriber of the same channel got extra messages"
-            assert await get_metric(slow_node, "herald_slow_consumers_total") == slow_before + 1, \
+            assert await get_metric(slow_node, "herald_slow_consumers_total") == slow_before + 1, (
                 "one slow connection must be counted once"
+            )
             rss_after = _rss_kib(slow_node.proc.pid)
             assert rss_after - rss_before < 100 * 1024, f"RSS grew by {(rss_after - rss_before) // 1024} MB"
 
@@ -450,8 +467,9 @@ async def test_sse_slow_consumer_is_disconnected(slow_node: HeraldProcess) -> No
                     if i % 10 == 9 and await get_metric(slow_node, "herald_slow_consumers_total") > slow_before:
                         break
             assert set(statuses) == {200}, f"publishing while an SSE consumer is slow failed: {statuses}"
-            assert await get_metric(slow_node, "herald_slow_consumers_total") == slow_before + 1, \
+            assert await get_metric(slow_node, "herald_slow_consumers_total") == slow_before + 1, (
                 "one slow stream must be counted once"
+            )
             await w.alive()
 
             # resume reading: the stream ends (terminating chunk or EOF), after a reconnect event if any

@@ -16,8 +16,13 @@ from tests.e2e.server import start_herald
 
 def run_herald(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
-    return subprocess.run([sys.executable, "-m", "herald", *args], capture_output=True, text=True,
-                          env={**clean, **(env or {})}, timeout=seconds(20))
+    return subprocess.run(
+        [sys.executable, "-m", "herald", *args],
+        capture_output=True,
+        text=True,
+        env={**clean, **(env or {})},
+        timeout=seconds(20),
+    )
 
 
 def test_node_refuses_to_start_without_jwt_key_or_api_key() -> None:

@@ -89,8 +89,15 @@ class Conn:
         await close_writer(self.writer)
 
 
-def request(path: str, body: Any = None, *, method: str = "POST", key: str | None = API_KEY,
-            headers: dict[str, str] | None = None, raw: bytes | None = None) -> bytes:
+def request(
+    path: str,
+    body: Any = None,
+    *,
+    method: str = "POST",
+    key: str | None = API_KEY,
+    headers: dict[str, str] | None = None,
+    raw: bytes | None = None,
+) -> bytes:
     payload = raw if raw is not None else (json.dumps(body).encode() if body is not None else b"")
     lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1"]
     if key is not None:
@@ -147,12 +154,22 @@ async def test_a_request_split_into_pieces_is_answered(herald: HeraldProcess) ->
 
 async def test_errors_match_the_contract_and_keep_the_connection(herald: HeraldProcess) -> None:
     conn = await Conn.open(herald)
-    await conn.send(publish("news:fp-err", 1, key="wrong"), request("/api/publish", raw=b"{nope"),
-                    request("/api/publish", {"channel": "news:fp-err"}), request("/api/publish", [1, 2]),
-                    publish("bad channel!", 1), publish("news:fp-err", "fine"))
+    await conn.send(
+        publish("news:fp-err", 1, key="wrong"),
+        request("/api/publish", raw=b"{nope"),
+        request("/api/publish", {"channel": "news:fp-err"}),
+        request("/api/publish", [1, 2]),
+        publish("bad channel!", 1),
+        publish("news:fp-err", "fine"),
+    )
     answers = await conn.answers(6)
     assert [(s, b["error"]["code"]) for s, _, b in answers[:5]] == [
-        (401, "unauthorized"), (400, "bad_request"), (400, "bad_request"), (400, "bad_request"), (400, "bad_request")]
+        (401, "unauthorized"),
+        (400, "bad_request"),
+        (400, "bad_request"),
+        (400, "bad_request"),
+        (400, "bad_request"),
+    ]
     assert all(h["content-type"] == "application/json" and b["error"]["message"] for _, h, b in answers[:5])
     assert answers[5][0] == 200
     await conn.close()
@@ -162,8 +179,12 @@ async def test_other_requests_on_the_connection_go_to_aiohttp(herald: HeraldProc
     """publish, history, publish, healthz in one write: the fast path answers the first and hands
     the rest of the connection to aiohttp, which answers the others in order."""
     conn = await Conn.open(herald)
-    await conn.send(publish("news:fp-mixed", "a") + request("/api/history/news:fp-mixed", method="GET")
-                    + publish("news:fp-mixed", "b") + request("/healthz", method="GET", key=None))
+    await conn.send(
+        publish("news:fp-mixed", "a")
+        + request("/api/history/news:fp-mixed", method="GET")
+        + publish("news:fp-mixed", "b")
+        + request("/healthz", method="GET", key=None)
+    )
     (s1, _, first), (s2, _, hist), (s3, _, second), (s4, _, health) = await conn.answers(4)
     assert (s1, s2, s3, s4) == (200, 200, 200, 200)
     assert [m["data"] for m in hist["messages"]] == ["a"]
@@ -173,14 +194,18 @@ async def test_other_requests_on_the_connection_go_to_aiohttp(herald: HeraldProc
 
 
 @pytest.mark.parametrize("headers", [{"Transfer-Encoding": "chunked"}, {"Expect": "100-continue"}])
-async def test_requests_the_fast_path_leaves_to_aiohttp_still_publish(herald: HeraldProcess,
-                                                                      headers: dict[str, str]) -> None:
+async def test_requests_the_fast_path_leaves_to_aiohttp_still_publish(
+    herald: HeraldProcess, headers: dict[str, str]
+) -> None:
     body = json.dumps({"channel": "news:fp-handoff", "data": "h"}).encode()
     raw = b"%x\r\n%b\r\n0\r\n\r\n" % (len(body), body) if "Transfer-Encoding" in headers else body
     conn = await Conn.open(herald)
     if "Expect" in headers:  # aiohttp says 100 Continue first
-        await conn.send(request("/api/publish", raw=b"", headers=headers).replace(b"Content-Length: 0",
-                                                                                   b"Content-Length: %d" % len(raw)))
+        await conn.send(
+            request("/api/publish", raw=b"", headers=headers).replace(
+                b"Content-Length: 0", b"Content-Length: %d" % len(raw)
+            )
+        )
         interim = await conn.reader.readuntil(b"\r\n\r\n")
         assert interim.startswith(b"HTTP/1.1 100"), interim
         await conn.send(raw)

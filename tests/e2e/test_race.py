@@ -60,8 +60,10 @@ async def test_resubscribe_with_since_under_concurrent_publishing_has_no_gap_and
     """Thousands of unsubscribe/subscribe(since) cycles against a live publisher: 0..N exactly once."""
     channel = "room:race"
     url = unthrottled.ws
-    async with websockets.connect(f"{url}?token={make_token('sub')}") as sub_conn, \
-            websockets.connect(f"{url}?token={make_token('pub')}") as pub_conn:
+    async with (
+        websockets.connect(f"{url}?token={make_token('sub')}") as sub_conn,
+        websockets.connect(f"{url}?token={make_token('pub')}") as pub_conn,
+    ):
         await sub_conn.recv()
         await pub_conn.recv()
         sub, pub = Router(sub_conn, channel), Router(pub_conn, channel)

@@ -32,7 +32,8 @@ async def test_ws_resume_with_since_gets_exactly_the_missed_messages(herald: Her
         await publish(herald, ch, i)
     again = await WsClient.open(herald.ws, "reader")
     reply, _ = await again.request(
-        {"type": "subscribe", "channel": ch, "since": {"offset": last["offset"], "epoch": last["epoch"]}})
+        {"type": "subscribe", "channel": ch, "since": {"offset": last["offset"], "epoch": last["epoch"]}}
+    )
     assert (reply["type"], reply["recovered"], reply["missed"]) == ("subscribed", True, 7)
     missed = await again.messages(7, ch)
     assert [m["data"] for m in missed] == list(range(5, 12))
@@ -47,7 +48,8 @@ async def test_ws_resume_with_wrong_epoch_is_not_recovered(herald: HeraldProcess
     body = await publish(herald, ch, "x")
     client = await WsClient.open(herald.ws, "reader2")
     reply, _ = await client.request(
-        {"type": "subscribe", "channel": ch, "since": {"offset": body["offset"], "epoch": "stale"}})
+        {"type": "subscribe", "channel": ch, "since": {"offset": body["offset"], "epoch": "stale"}}
+    )
     assert (reply["recovered"], reply["missed"], reply["epoch"]) == (False, 0, body["epoch"])
     await client.close()
 
@@ -63,8 +65,9 @@ async def test_personal_channel_resumes_like_any_other(herald: HeraldProcess) ->
     for n in ("n2", "n3"):
         await asyncio.to_thread(herald.api, "POST", "/notify", {"userId": "carol", "message": n})
     again = await WsClient.open(herald.ws, "carol")
-    reply, _ = await again.request({"type": "subscribe", "channel": "user:carol",
-                                    "since": {"offset": first["offset"], "epoch": first["epoch"]}})
+    reply, _ = await again.request(
+        {"type": "subscribe", "channel": "user:carol", "since": {"offset": first["offset"], "epoch": first["epoch"]}}
+    )
     assert reply["missed"] == 2
     assert [m["data"] for m in await again.messages(2, "user:carol")] == ["n2", "n3"]
     await again.close()

@@ -77,21 +77,32 @@ def flood_node() -> Iterator[HeraldProcess]:
 # ==============================================================================================
 
 
-def upgrade_request(server: HeraldProcess, *, token: str | None = None, path: str = "/ws",
-                    headers: Mapping[str, str | None] | None = None) -> tuple[bytes, str]:
+def upgrade_request(
+    server: HeraldProcess,
+    *,
+    token: str | None = None,
+    path: str = "/ws",
+    headers: Mapping[str, str | None] | None = None,
+) -> tuple[bytes, str]:
     """(the bytes of an upgrade request, its Sec-WebSocket-Key); a None header value leaves it out."""
     key = base64.b64encode(os.urandom(16)).decode()
-    hdrs: dict[str, str | None] = {"Host": f"127.0.0.1:{server.port}", "Upgrade": "websocket",
-                                   "Connection": "Upgrade", "Sec-WebSocket-Key": key, "Sec-WebSocket-Version": "13",
-                                   "Sec-WebSocket-Protocol": "herald.json"}
+    hdrs: dict[str, str | None] = {
+        "Host": f"127.0.0.1:{server.port}",
+        "Upgrade": "websocket",
+        "Connection": "Upgrade",
+        "Sec-WebSocket-Key": key,
+        "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Protocol": "herald.json",
+    }
     hdrs.update(headers or {})
     target = path + (f"?token={token}" if token else "")
     lines = [f"GET {target} HTTP/1.1"] + [f"{k}: {v}" for k, v in hdrs.items() if v is not None]
     return ("\r\n".join(lines) + "\r\n\r\n").encode(), key
 
 
-async def connect(server: HeraldProcess, *, rcvbuf: int | None = None) -> tuple[asyncio.StreamReader,
-                                                                                asyncio.StreamWriter]:
+async def connect(
+    server: HeraldProcess, *, rcvbuf: int | None = None
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     if rcvbuf is None:
         return await asyncio.open_connection("127.0.0.1", server.port, limit=1 << 20)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -120,8 +131,7 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, st
     return int(status_line.split(" ")[1]), headers, body
 
 
-async def raw_upgrade(server: HeraldProcess, pieces: list[bytes], key: str, *,
-                      rcvbuf: int | None = None) -> RawWs:
+async def raw_upgrade(server: HeraldProcess, pieces: list[bytes], key: str, *, rcvbuf: int | None = None) -> RawWs:
     """Send `pieces` (an upgrade request, possibly cut up and followed by frames), check the 101."""
     async with asyncio.timeout(seconds(10)):
         reader, writer = await connect(server, rcvbuf=rcvbuf)
@@ -176,7 +186,9 @@ async def reply_to(ws: RawWs, cmd_id: int, timeout: float = 5.0) -> Any:
             return obj
 
 
-async def close_frame_then_eof(ws: RawWs, *, before_answer: bytes = b"", timeout: float = 10.0) -> tuple[int | None, float]:
+async def close_frame_then_eof(
+    ws: RawWs, *, before_answer: bytes = b"", timeout: float = 10.0
+) -> tuple[int | None, float]:
     """Read to the server's close frame, answer it (as RFC 6455 §5.5.1 asks; `before_answer` goes
     out in the same write), then read to EOF: (the server's close code, seconds from the answer to
     EOF)."""
@@ -203,6 +215,7 @@ async def gauge(server: HeraldProcess) -> float:
 async def gauge_is(server: HeraldProcess, value: float, timeout: float = 10.0) -> None:
     async def reached() -> bool:
         return await gauge(server) == value
+
     await wait_for(reached, timeout, interval=0.05, message=f"{GAUGE}{{transport=ws}} never returned to {value}")
 
 
@@ -236,11 +249,12 @@ async def test_a_plain_get_ws_without_upgrade_is_400_json(edge_node: HeraldProce
         assert_error_body(body)
 
 
-@pytest.mark.parametrize("cut", [[2, 6], [7], [7, 8], [1, 2, 3, 4, 5, 6, 7], [30, 60, 90], [-4, -2]],
-                         ids=["GE|T /w|s?", "GET /ws|?", "GET /ws|?|t", "byte-by-byte-request-line",
-                              "inside-headers", "inside-final-crlf"])
-async def test_an_upgrade_cut_into_several_tcp_writes_still_upgrades(edge_node: HeraldProcess,
-                                                                    cut: list[int]) -> None:
+@pytest.mark.parametrize(
+    "cut",
+    [[2, 6], [7], [7, 8], [1, 2, 3, 4, 5, 6, 7], [30, 60, 90], [-4, -2]],
+    ids=["GE|T /w|s?", "GET /ws|?", "GET /ws|?|t", "byte-by-byte-request-line", "inside-headers", "inside-final-crlf"],
+)
+async def test_an_upgrade_cut_into_several_tcp_writes_still_upgrades(edge_node: HeraldProcess, cut: list[int]) -> None:
     data, key = upgrade_request(edge_node, token=make_token(f"split-{uid()}"))
     bounds = [0, *[c % len(data) for c in cut], len(data)]
     ws = await raw_upgrade(edge_node, [data[a:b] for a, b in zip(bounds, bounds[1:])], key)
@@ -254,10 +268,10 @@ async def test_an_upgrade_cut_into_several_tcp_writes_still_upgrades(edge_node: 
 
 @pytest.mark.parametrize("path", ["/wsx", "/ws/", "/ws2", "/w", "/WS"])
 @pytest.mark.parametrize("split", [False, True], ids=["one-write", "split-after-GET-/ws"])
-async def test_a_path_that_only_looks_like_ws_is_not_upgraded(edge_node: HeraldProcess, path: str,
-                                                             split: bool) -> None:
-    data, _ = upgrade_request(edge_node, token=make_token(f"u-{uid()}"), path=path,
-                              headers={"Connection": "Upgrade, close"})
+async def test_a_path_that_only_looks_like_ws_is_not_upgraded(edge_node: HeraldProcess, path: str, split: bool) -> None:
+    data, _ = upgrade_request(
+        edge_node, token=make_token(f"u-{uid()}"), path=path, headers={"Connection": "Upgrade, close"}
+    )
     async with asyncio.timeout(seconds(10)):
         reader, writer = await connect(edge_node)
         try:
@@ -270,8 +284,9 @@ async def test_a_path_that_only_looks_like_ws_is_not_upgraded(edge_node: HeraldP
 
 
 @pytest.mark.parametrize("writes", [1, 2])
-async def test_an_upgrade_with_a_head_over_16_kib_is_refused_however_it_arrives(edge_node: HeraldProcess,
-                                                                               writes: int) -> None:
+async def test_an_upgrade_with_a_head_over_16_kib_is_refused_however_it_arrives(
+    edge_node: HeraldProcess, writes: int
+) -> None:
     """MAX_HEAD (and aiohttp's 8190-byte line limit) bound the request head: the same oversized
     upgrade must not be refused when it arrives in two writes and accepted when it arrives in one."""
     data, _ = upgrade_request(edge_node, token=make_token(f"big-{uid()}"), headers={"X-Big": "a" * 20_000})
@@ -295,8 +310,11 @@ async def test_keep_alive_answers_two_pipelined_requests_in_one_write(edge_node:
             second = await read_response(reader)
             # and a third on the same connection once those are answered
             body = json.dumps({"channel": f"room:ka-{uid()}", "data": 1}).encode()
-            writer.write(f"POST /api/publish HTTP/1.1\r\nHost: x\r\nAuthorization: apikey dev-key\r\n"
-                         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+            writer.write(
+                f"POST /api/publish HTTP/1.1\r\nHost: x\r\nAuthorization: apikey dev-key\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
             third = await read_response(reader)
         finally:
             writer.close()
@@ -313,8 +331,9 @@ async def test_keep_alive_answers_two_pipelined_requests_in_one_write(edge_node:
 async def test_a_subscribe_sent_in_the_same_write_as_the_handshake_is_answered(edge_node: HeraldProcess) -> None:
     channel = f"room:early-{uid()}"
     data, key = upgrade_request(edge_node, token=make_token(f"early-{uid()}"))
-    frames = (client_frame(OP_TEXT, json.dumps({"type": "subscribe", "channel": channel, "id": 1}).encode())
-              + client_frame(OP_TEXT, json.dumps({"type": "ping", "id": 2}).encode()))
+    frames = client_frame(
+        OP_TEXT, json.dumps({"type": "subscribe", "channel": channel, "id": 1}).encode()
+    ) + client_frame(OP_TEXT, json.dumps({"type": "ping", "id": 2}).encode())
     ws = await raw_upgrade(edge_node, [data + frames], key)
     try:
         assert (await next_json(ws))["type"] == "connected"
@@ -330,13 +349,18 @@ async def test_a_subscribe_sent_in_the_same_write_as_the_handshake_is_answered(e
 
 
 @pytest.mark.parametrize("separate_writes", [False, True])
-async def test_a_fragmented_subscribe_with_a_ping_inside_is_answered(edge_node: HeraldProcess,
-                                                                    separate_writes: bool) -> None:
+async def test_a_fragmented_subscribe_with_a_ping_inside_is_answered(
+    edge_node: HeraldProcess, separate_writes: bool
+) -> None:
     channel = f"room:frag-{uid()}"
     raw = json.dumps({"type": "subscribe", "channel": channel, "id": 3}).encode()
     ping_payload = os.urandom(16)
-    frames = [client_frame(OP_TEXT, raw[:10], fin=False), client_frame(OP_CONT, raw[10:20], fin=False),
-              client_frame(OP_PING, ping_payload), client_frame(OP_CONT, raw[20:])]
+    frames = [
+        client_frame(OP_TEXT, raw[:10], fin=False),
+        client_frame(OP_CONT, raw[10:20], fin=False),
+        client_frame(OP_PING, ping_payload),
+        client_frame(OP_CONT, raw[20:]),
+    ]
     ws = await open_raw(edge_node)
     try:
         await write_pieces(ws.writer, frames if separate_writes else [b"".join(frames)])
@@ -370,8 +394,10 @@ async def test_a_non_ascii_text_message_cut_inside_a_character_is_read(edge_node
 _OVER = 64 * 1024 + 1
 PROTOCOL_ERRORS: dict[str, tuple[bytes, int]] = {
     "oversized": (client_frame(OP_TEXT, b"x" * _OVER), 1009),
-    "oversized-fragments": (client_frame(OP_TEXT, b"x" * 40_000, fin=False)
-                            + client_frame(OP_CONT, b"y" * 40_000), 1009),
+    "oversized-fragments": (
+        client_frame(OP_TEXT, b"x" * 40_000, fin=False) + client_frame(OP_CONT, b"y" * 40_000),
+        1009,
+    ),
     "oversized-header-only": (client_frame(OP_BINARY, b"", length=1 << 40)[:-4], 1009),
     "unmasked": (client_frame(OP_TEXT, b'{"type":"ping","id":1}', masked=False), 1002),
     "reserved-bits": (client_frame(OP_TEXT, b'{"type":"ping","id":1}', rsv=4), 1002),
@@ -397,10 +423,12 @@ async def test_a_protocol_error_closes_the_connection_with_its_code(edge_node: H
         await w.alive()
 
 
-@pytest.mark.parametrize("kind,rest", [("oversized", 500), ("oversized-fragments", 500), ("unmasked", 0),
-                                       ("invalid-utf8", 0)])
+@pytest.mark.parametrize(
+    "kind,rest", [("oversized", 500), ("oversized-fragments", 500), ("unmasked", 0), ("invalid-utf8", 0)]
+)
 async def test_after_a_protocol_error_the_server_hangs_up_without_waiting_for_the_close_timeout(
-        edge_node: HeraldProcess, kind: str, rest: int) -> None:
+    edge_node: HeraldProcess, kind: str, rest: int
+) -> None:
     """RFC 6455 §7.1.7: a protocol error fails the connection. A client that answers the close
     frame must see the TCP connection end promptly, not after node/ws.py's 5 s abort. That holds
     too when the last `rest` bytes of an oversized message were still on their way when the
@@ -408,8 +436,8 @@ async def test_after_a_protocol_error_the_server_hangs_up_without_waiting_for_th
     data, code = PROTOCOL_ERRORS[kind]
     ws = await open_raw(edge_node)
     try:
-        ws.writer.write(data[:len(data) - rest])
-        got, hang_up = await close_frame_then_eof(ws, before_answer=data[len(data) - rest:])
+        ws.writer.write(data[: len(data) - rest])
+        got, hang_up = await close_frame_then_eof(ws, before_answer=data[len(data) - rest :])
     finally:
         await ws.close()
     assert got == code
@@ -417,8 +445,9 @@ async def test_after_a_protocol_error_the_server_hangs_up_without_waiting_for_th
 
 
 @pytest.mark.parametrize("code,reason", [(4000, b"bye"), (1000, b""), (3001, "é".encode()), (None, b"")])
-async def test_a_client_close_is_echoed_and_the_server_hangs_up(edge_node: HeraldProcess, code: int | None,
-                                                              reason: bytes) -> None:
+async def test_a_client_close_is_echoed_and_the_server_hangs_up(
+    edge_node: HeraldProcess, code: int | None, reason: bytes
+) -> None:
     ws = await open_raw(edge_node)
     try:
         payload = b"" if code is None else struct.pack("!H", code) + reason
@@ -466,14 +495,19 @@ async def test_frames_after_the_clients_close_are_ignored(edge_node: HeraldProce
 # ==============================================================================================
 
 
-@pytest.mark.parametrize("headers,status,slug", [
-    ({"Sec-WebSocket-Version": "8"}, 426, None),
-    ({"Sec-WebSocket-Key": None}, 400, None),
-    ({"Sec-WebSocket-Key": base64.b64encode(b"short").decode()}, 400, None),
-    ({"Origin": "http://evil.example"}, 403, "forbidden"),
-], ids=["version-8", "no-key", "short-key", "foreign-origin"])
-async def test_a_bad_upgrade_is_refused_with_a_json_error(edge_node: HeraldProcess, headers: dict[str, str | None],
-                                                         status: int, slug: str | None) -> None:
+@pytest.mark.parametrize(
+    "headers,status,slug",
+    [
+        ({"Sec-WebSocket-Version": "8"}, 426, None),
+        ({"Sec-WebSocket-Key": None}, 400, None),
+        ({"Sec-WebSocket-Key": base64.b64encode(b"short").decode()}, 400, None),
+        ({"Origin": "http://evil.example"}, 403, "forbidden"),
+    ],
+    ids=["version-8", "no-key", "short-key", "foreign-origin"],
+)
+async def test_a_bad_upgrade_is_refused_with_a_json_error(
+    edge_node: HeraldProcess, headers: dict[str, str | None], status: int, slug: str | None
+) -> None:
     data, _ = upgrade_request(edge_node, token=make_token(f"u-{uid()}"), headers=headers)
     got, hdrs, body = await refused(edge_node, data)
     assert got == status, (got, body)
@@ -485,8 +519,11 @@ async def test_a_bad_upgrade_is_refused_with_a_json_error(edge_node: HeraldProce
         assert hdrs.get("sec-websocket-version") == "13", hdrs
 
 
-@pytest.mark.parametrize("token", ["garbage", make_token("mallory", secret="wrong-secret"),
-                                   make_token("late", ttl=-60)], ids=["garbage", "forged", "expired"])
+@pytest.mark.parametrize(
+    "token",
+    ["garbage", make_token("mallory", secret="wrong-secret"), make_token("late", ttl=-60)],
+    ids=["garbage", "forged", "expired"],
+)
 async def test_a_bad_token_in_the_upgrade_is_401(edge_node: HeraldProcess, token: str) -> None:
     data, _ = upgrade_request(edge_node, token=token)
     status, _hdrs, body = await refused(edge_node, data)
@@ -511,9 +548,14 @@ async def test_a_burst_of_5000_messages_is_answered_in_order(flood_node: HeraldP
     channel = f"room:flood-{uid()}"
     n = 5000
     burst = b"".join(
-        client_frame(OP_TEXT, json.dumps({"type": "publish", "channel": channel, "data": i, "id": i}
-                                         if i % 2 else {"type": "ping", "id": i}).encode())
-        for i in range(1, n + 1))
+        client_frame(
+            OP_TEXT,
+            json.dumps(
+                {"type": "publish", "channel": channel, "data": i, "id": i} if i % 2 else {"type": "ping", "id": i}
+            ).encode(),
+        )
+        for i in range(1, n + 1)
+    )
     async with ws_client(flood_node, f"other-{uid()}") as other:
         ws = await open_raw(flood_node, f"flood-{uid()}")
         try:
@@ -629,12 +671,18 @@ async def _client_close(ws: RawWs) -> None:
             pass
 
 
-CLOSE_KINDS = {"tcp-reset": _abort, "tcp-eof": _half_close, "protocol-error": _protocol_error,
-               "oversized": _oversized, "client-close": _client_close}
+CLOSE_KINDS = {
+    "tcp-reset": _abort,
+    "tcp-eof": _half_close,
+    "protocol-error": _protocol_error,
+    "oversized": _oversized,
+    "client-close": _client_close,
+}
 
 
-@pytest.mark.parametrize("kind", [*CLOSE_KINDS, "server-disconnect", "websockets-close", "reset-right-after-upgrade",
-                                  "refused-401"])
+@pytest.mark.parametrize(
+    "kind", [*CLOSE_KINDS, "server-disconnect", "websockets-close", "reset-right-after-upgrade", "refused-401"]
+)
 async def test_the_connections_gauge_returns_after_each_kind_of_close(edge_node: HeraldProcess, kind: str) -> None:
     await settled(edge_node, timeout=10)
     before = await gauge(edge_node)
@@ -681,13 +729,16 @@ async def test_the_connections_gauge_returns_after_each_kind_of_close(edge_node:
 
 
 async def test_a_publish_sent_just_before_the_close_frame_is_published(edge_node: HeraldProcess) -> None:
-    """"Send, then close" in one write: the publish runs and is answered, then the close is echoed."""
+    """ "Send, then close" in one write: the publish runs and is answered, then the close is echoed."""
     channel = f"room:lastword-{uid()}"
     ws = await open_raw(edge_node)
     try:
-        ws.writer.write(client_frame(OP_TEXT, json.dumps({"type": "publish", "id": 1, "channel": channel,
-                                                          "data": "last words"}).encode())
-                        + client_frame(OP_CLOSE, (1000).to_bytes(2, "big")))
+        ws.writer.write(
+            client_frame(
+                OP_TEXT, json.dumps({"type": "publish", "id": 1, "channel": channel, "data": "last words"}).encode()
+            )
+            + client_frame(OP_CLOSE, (1000).to_bytes(2, "big"))
+        )
         reply = await reply_to(ws, 1)
         assert reply["type"] == "published", reply
         op, payload = await next_frame(ws)
@@ -762,8 +813,11 @@ async def test_a_burst_of_connects_cannot_overshoot_the_per_ip_limit() -> None:
                 assert status == 101
                 ws = RawWs(reader, writer)
                 op, payload = await next_frame(ws)
-                outcomes.append("connected" if op == OP_TEXT and json.loads(payload)["type"] == "connected"
-                                else int.from_bytes(payload[:2], "big"))
+                outcomes.append(
+                    "connected"
+                    if op == OP_TEXT and json.loads(payload)["type"] == "connected"
+                    else int.from_bytes(payload[:2], "big")
+                )
         assert sorted(outcomes, key=str) == [1013] * 8 + ["connected"] * 2, outcomes
         for _, writer in conns:
             writer.close()
@@ -792,8 +846,9 @@ async def test_answers_nobody_reads_do_not_pile_up_in_the_server(edge_node: Hera
     """A publisher that pipelines without ever reading its answers is stopped by TCP flow control:
     the server stops reading instead of buffering answers."""
     body = json.dumps({"channel": "room:unread", "data": "x"}).encode()
-    one = (f"POST /api/publish HTTP/1.1\r\nHost: x\r\nAuthorization: apikey wrong\r\n"
-           f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    one = (
+        f"POST /api/publish HTTP/1.1\r\nHost: x\r\nAuthorization: apikey wrong\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
     rss_before = _rss_kib(edge_node.proc.pid)
     _reader, writer = await connect(edge_node, rcvbuf=4096)
     try:

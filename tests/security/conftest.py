@@ -24,8 +24,9 @@ def node_args(*extra: str) -> tuple[str, ...]:
 def node() -> Iterator[HeraldProcess]:
     """`herald node` (memory engine) with a 1 s head deadline and a long keep-alive, so that a
     later request's head deadline can be told apart from the keep-alive timeout."""
-    server = start_herald(*node_args("--head-timeout", str(HEAD_TIMEOUT), "--keepalive-timeout",
-                                     str(KEEPALIVE_TIMEOUT)), command="node")
+    server = start_herald(
+        *node_args("--head-timeout", str(HEAD_TIMEOUT), "--keepalive-timeout", str(KEEPALIVE_TIMEOUT)), command="node"
+    )
     yield server
     server.stop()
 

@@ -15,8 +15,18 @@ from tests.conftest import seconds
 from tests.e2e.clients import close_writer
 from tests.unit.test_wsreader import client_frame
 
-__all__ = ["connect", "read_response", "upgrade", "read_frame", "read_until_close", "wait_closed", "rss_kib",
-           "client_frame", "close_writer", "upgrade_head"]
+__all__ = [
+    "connect",
+    "read_response",
+    "upgrade",
+    "read_frame",
+    "read_until_close",
+    "wait_closed",
+    "rss_kib",
+    "client_frame",
+    "close_writer",
+    "upgrade_head",
+]
 
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
@@ -43,9 +53,14 @@ async def read_response(reader: asyncio.StreamReader, timeout: float = 5.0) -> t
 
 def upgrade_head(port: int, target: str = "/ws", headers: dict[str, str | None] | None = None) -> bytes:
     """A WebSocket upgrade request; `headers` replace the defaults (None: left out)."""
-    hdrs: dict[str, str | None] = {"Host": f"127.0.0.1:{port}", "Upgrade": "websocket", "Connection": "Upgrade",
-                                   "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode(),
-                                   "Sec-WebSocket-Version": "13", "Sec-WebSocket-Protocol": "herald.json"}
+    hdrs: dict[str, str | None] = {
+        "Host": f"127.0.0.1:{port}",
+        "Upgrade": "websocket",
+        "Connection": "Upgrade",
+        "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode(),
+        "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Protocol": "herald.json",
+    }
     hdrs.update(headers or {})
     lines = [f"GET {target} HTTP/1.1", *(f"{k}: {v}" for k, v in hdrs.items() if v is not None)]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()

@@ -28,10 +28,12 @@ def rsa_key() -> rsa.RSAPrivateKey:
 @pytest.fixture(scope="module")
 def rs256_node(tmp_path_factory: pytest.TempPathFactory, rsa_key: rsa.RSAPrivateKey) -> Iterator[HeraldProcess]:
     pem = tmp_path_factory.mktemp("keys") / "public.pem"
-    pem.write_bytes(rsa_key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                      serialization.PublicFormat.SubjectPublicKeyInfo))
-    server = start_herald("--jwt-algorithm", "RS256", "--jwt-public-key", str(pem), "--api-key", API_KEY,
-                          command="node")
+    pem.write_bytes(
+        rsa_key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    server = start_herald(
+        "--jwt-algorithm", "RS256", "--jwt-public-key", str(pem), "--api-key", API_KEY, command="node"
+    )
     yield server
     server.stop()
 
@@ -63,16 +65,18 @@ async def test_a_non_numeric_time_claim_is_401_on_hs256(default_node: HeraldProc
 
 
 @pytest.mark.parametrize(("name", "value"), BAD_CLAIMS)
-async def test_a_non_numeric_time_claim_is_401_on_rs256(rs256_node: HeraldProcess, rsa_key: rsa.RSAPrivateKey,
-                                                        name: str, value: Any) -> None:
+async def test_a_non_numeric_time_claim_is_401_on_rs256(
+    rs256_node: HeraldProcess, rsa_key: rsa.RSAPrivateKey, name: str, value: Any
+) -> None:
     await _refused_everywhere(rs256_node, jwt.encode(_claims(name, value), rsa_key, algorithm="RS256"))
 
 
-async def test_numeric_time_claims_are_still_accepted(default_node: HeraldProcess, rs256_node: HeraldProcess,
-                                                      rsa_key: rsa.RSAPrivateKey) -> None:
+async def test_numeric_time_claims_are_still_accepted(
+    default_node: HeraldProcess, rs256_node: HeraldProcess, rsa_key: rsa.RSAPrivateKey
+) -> None:
     now = int(time.time())
     claims = {**_claims("nbf", now - 5), "iat": now - 5}
-    assert await _status(default_node, f"/ws?token={jwt.encode(claims, SECRET, algorithm='HS256')}",
-                         upgrade=True) == 101
-    assert await _status(rs256_node, f"/ws?token={jwt.encode(claims, rsa_key, algorithm='RS256')}",
-                         upgrade=True) == 101
+    assert (
+        await _status(default_node, f"/ws?token={jwt.encode(claims, SECRET, algorithm='HS256')}", upgrade=True) == 101
+    )
+    assert await _status(rs256_node, f"/ws?token={jwt.encode(claims, rsa_key, algorithm='RS256')}", upgrade=True) == 101

@@ -62,8 +62,11 @@ async def test_one_fragment_over_the_bound_is_1009_and_the_bound_itself_is_serve
     try:
         msg = json.dumps({"type": "ping", "id": 1}).encode()
         parts = [msg[:1], *([b""] * (MAX_FRAGMENTS - 2)), msg[1:]]  # exactly MAX_FRAGMENTS frames
-        writer.write(b"".join(client_frame(OP_TEXT if i == 0 else OP_CONT, p, fin=i == len(parts) - 1)
-                              for i, p in enumerate(parts)))
+        writer.write(
+            b"".join(
+                client_frame(OP_TEXT if i == 0 else OP_CONT, p, fin=i == len(parts) - 1) for i, p in enumerate(parts)
+            )
+        )
         async with asyncio.timeout(seconds(5)):
             while True:
                 frame = await read_frame(reader)
@@ -142,7 +145,8 @@ def quiet_node() -> Iterator[HeraldProcess]:
 
 
 async def test_200_maximal_fragmented_messages_in_progress_stay_within_twice_their_size(
-        quiet_node: HeraldProcess, record_property: pytest.RecordProperty) -> None:
+    quiet_node: HeraldProcess, record_property: pytest.RecordProperty
+) -> None:
     """Each of 200 connections sends all but the last frame of a 64 KiB message in MAX_FRAGMENTS
     frames; a ping behind them (allowed inside a message) proves the node has read it all. The
     node's RSS above its baseline must stay within 2 × 200 × the message limit (issue 16); it
@@ -150,14 +154,16 @@ async def test_200_maximal_fragmented_messages_in_progress_stay_within_twice_the
     the one buffer per message (~1.05 ×) keeps with room to spare."""
     server = quiet_node
     per_frame = LIMIT // MAX_FRAGMENTS
-    in_progress = (client_frame(OP_TEXT, b"a" * per_frame, fin=False)
-                   + client_frame(OP_CONT, b"a" * per_frame, fin=False) * (MAX_FRAGMENTS - 2))
+    in_progress = client_frame(OP_TEXT, b"a" * per_frame, fin=False) + client_frame(
+        OP_CONT, b"a" * per_frame, fin=False
+    ) * (MAX_FRAGMENTS - 2)
     baseline = rss_kib(server.proc.pid)
     conns = []
     try:
         for batch in range(0, CONNECTIONS, 50):
-            conns += await asyncio.gather(*(upgrade(server.port, make_token(f"mem-{batch + i}-{uid()}"))
-                                            for i in range(50)))
+            conns += await asyncio.gather(
+                *(upgrade(server.port, make_token(f"mem-{batch + i}-{uid()}")) for i in range(50))
+            )
         opened = rss_kib(server.proc.pid)
 
         async def fill(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -174,7 +180,9 @@ async def test_200_maximal_fragmented_messages_in_progress_stay_within_twice_the
     growth_kib = held - baseline
     budget_kib = 3 * CONNECTIONS * LIMIT // 2 // 1024
     record_property("rss_kib", {"baseline": baseline, "opened": opened, "held": held})
-    print(f"\nRSS: baseline {baseline} KiB, {CONNECTIONS} connections open {opened} KiB, "
-          f"messages in progress {held} KiB: +{growth_kib} KiB ({(held - opened)} KiB for the messages), "
-          f"budget {budget_kib} KiB")
+    print(
+        f"\nRSS: baseline {baseline} KiB, {CONNECTIONS} connections open {opened} KiB, "
+        f"messages in progress {held} KiB: +{growth_kib} KiB ({(held - opened)} KiB for the messages), "
+        f"budget {budget_kib} KiB"
+    )
     assert growth_kib < budget_kib, (baseline, opened, held)

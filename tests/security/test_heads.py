@@ -35,10 +35,11 @@ SLACK = 4.0
 @contextlib.asynccontextmanager
 async def trickling(writer: asyncio.StreamWriter, data: bytes, every: float = 0.05) -> AsyncIterator[None]:
     """Write `data` one byte per `every` seconds in the background (a slowloris client)."""
+
     async def trickle() -> None:
         with contextlib.suppress(ConnectionError):
             for i in range(len(data)):
-                writer.write(data[i:i + 1])
+                writer.write(data[i : i + 1])
                 await asyncio.sleep(every)
 
     task = asyncio.create_task(trickle())
@@ -59,8 +60,7 @@ _HEADS = {
 }
 
 
-async def _closed_by_the_deadline(port: int, data: bytes, deadline: float = HEAD_TIMEOUT,
-                                  first: bytes = b"") -> float:
+async def _closed_by_the_deadline(port: int, data: bytes, deadline: float = HEAD_TIMEOUT, first: bytes = b"") -> float:
     """Seconds from the first trickled byte until the server closes the connection."""
     reader, writer = await connect(port)
     try:
@@ -98,8 +98,10 @@ async def test_a_later_head_on_a_kept_alive_connection_has_the_same_deadline(nod
         first = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
     else:
         body = b'{"channel":"news:k","data":1}'
-        first = (b"POST /api/publish HTTP/1.1\r\nHost: x\r\nAuthorization: apikey dev-key\r\nContent-Length: %d"
-                 b"\r\n\r\n%b" % (len(body), body))
+        first = (
+            b"POST /api/publish HTTP/1.1\r\nHost: x\r\nAuthorization: apikey dev-key\r\nContent-Length: %d"
+            b"\r\n\r\n%b" % (len(body), body)
+        )
     await _closed_by_the_deadline(node.port, _HEADS[path], first=first)
 
 
@@ -120,8 +122,9 @@ async def test_a_bare_lf_head_is_answered_400_at_once(node: HeraldProcess, path:
     method = b"POST" if path == b"/api/publish" else b"GET"
     reader, writer = await connect(node.port)
     try:
-        writer.write(method + b" " + path + b" HTTP/1.1\nHost: x\nAuthorization: apikey dev-key\n"
-                     b"Content-Length: 2\n\n{}")
+        writer.write(
+            method + b" " + path + b" HTTP/1.1\nHost: x\nAuthorization: apikey dev-key\nContent-Length: 2\n\n{}"
+        )
         status, headers, body = await read_response(reader, timeout=HEAD_TIMEOUT / 2)
     finally:
         await close_writer(writer)
@@ -199,8 +202,10 @@ def redis_url() -> Iterator[str]:
 
 @pytest.mark.parametrize("command", ["router", "control"])
 async def test_router_and_control_close_a_trickled_head_by_the_deadline(redis_url: str, command: str) -> None:
-    server = start_herald(*node_args("--redis", redis_url, "--head-timeout", str(HEAD_TIMEOUT),
-                                     "--keepalive-timeout", "30"), command=command)
+    server = start_herald(
+        *node_args("--redis", redis_url, "--head-timeout", str(HEAD_TIMEOUT), "--keepalive-timeout", "30"),
+        command=command,
+    )
     try:
         await _closed_by_the_deadline(server.port, _HEADS["healthz"])
         reader, writer = await connect(server.port)

@@ -78,8 +78,10 @@ async def test_every_line_is_json_and_no_credential_is_logged_after_malformed_re
         # a bad token at the upgrade: the refusal is logged, the token is not
         bad = jwt.encode({"sub": "x", "exp": 1}, SECRET, algorithm="HS256")
         reader, writer = await connect(server.port)
-        writer.write(b"GET /ws?token=%b HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                     b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n" % bad.encode())
+        writer.write(
+            b"GET /ws?token=%b HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n" % bad.encode()
+        )
         assert (await read_response(reader))[0] == 401
         await close_writer(writer)
         server.terminate()

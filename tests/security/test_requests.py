@@ -23,8 +23,10 @@ def uid() -> str:
 def publish_request(channel: str, *, host: list[str] | None = None, extra: bytes = b"") -> bytes:
     body = json.dumps({"channel": channel, "data": {"n": 1}}).encode()
     hosts = b"".join(b"Host: %b\r\n" % h.encode() for h in (["x"] if host is None else host))
-    return (b"POST /api/publish HTTP/1.1\r\n%bAuthorization: apikey dev-key\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\n%b\r\n%b" % (hosts, len(body), extra, body))
+    return (
+        b"POST /api/publish HTTP/1.1\r\n%bAuthorization: apikey dev-key\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n%b\r\n%b" % (hosts, len(body), extra, body)
+    )
 
 
 def _history(server: HeraldProcess, channel: str) -> list[dict]:
@@ -51,7 +53,8 @@ _HOSTS = {"missing": [], "duplicate": ["x", "evil.example"]}
 
 @pytest.mark.parametrize("hosts", list(_HOSTS))
 async def test_the_fast_path_answers_400_to_a_missing_or_duplicate_host_and_publishes_nothing(
-        default_node: HeraldProcess, hosts: str) -> None:
+    default_node: HeraldProcess, hosts: str
+) -> None:
     channel = f"news:host-{uid()}"
     status, body = await _answer(default_node, publish_request(channel, host=_HOSTS[hosts]))
     assert status == 400 and body["error"]["code"] == "bad_request"
@@ -59,8 +62,7 @@ async def test_the_fast_path_answers_400_to_a_missing_or_duplicate_host_and_publ
 
 
 @pytest.mark.parametrize("hosts", list(_HOSTS))
-async def test_a_later_request_on_the_fast_path_with_a_bad_host_is_400(default_node: HeraldProcess,
-                                                                        hosts: str) -> None:
+async def test_a_later_request_on_the_fast_path_with_a_bad_host_is_400(default_node: HeraldProcess, hosts: str) -> None:
     channel = f"news:host-{uid()}"
     reader, writer = await connect(default_node.port)
     try:
@@ -73,8 +75,9 @@ async def test_a_later_request_on_the_fast_path_with_a_bad_host_is_400(default_n
 
 
 @pytest.mark.parametrize("hosts", list(_HOSTS))
-async def test_the_websocket_edge_answers_400_to_a_missing_or_duplicate_host(default_node: HeraldProcess,
-                                                                             hosts: str) -> None:
+async def test_the_websocket_edge_answers_400_to_a_missing_or_duplicate_host(
+    default_node: HeraldProcess, hosts: str
+) -> None:
     port = default_node.port
     head = upgrade_head(port, f"/ws?token={make_token(f'h-{uid()}')}", {"Host": None})
     head = head.replace(b"\r\n\r\n", b"".join(b"\r\nHost: %b" % h.encode() for h in _HOSTS[hosts]) + b"\r\n\r\n")
@@ -84,7 +87,8 @@ async def test_the_websocket_edge_answers_400_to_a_missing_or_duplicate_host(def
 
 @pytest.mark.parametrize("hosts", list(_HOSTS))
 async def test_aiohttp_routes_answer_400_to_a_missing_or_duplicate_host_with_the_json_body(
-        default_node: HeraldProcess, hosts: str) -> None:
+    default_node: HeraldProcess, hosts: str
+) -> None:
     head = b"GET /healthz HTTP/1.1\r\n" + b"".join(b"Host: %b\r\n" % h.encode() for h in _HOSTS[hosts]) + b"\r\n"
     status, body = await _answer(default_node, head)
     assert status == 400 and body["error"]["code"] == "bad_request"
@@ -92,15 +96,23 @@ async def test_aiohttp_routes_answer_400_to_a_missing_or_duplicate_host_with_the
 
 # --- Origin ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("origin", "status"), [("https://127.0.0.1:{port}", 403), ("http://127.0.0.1:{port}", 101),
-                                                ("http://127.0.0.1:1", 403), ("http://evil.example", 403)])
-async def test_the_nodes_own_origin_must_match_in_scheme_host_and_port(default_node: HeraldProcess, origin: str,
-                                                                       status: int) -> None:
+
+@pytest.mark.parametrize(
+    ("origin", "status"),
+    [
+        ("https://127.0.0.1:{port}", 403),
+        ("http://127.0.0.1:{port}", 101),
+        ("http://127.0.0.1:1", 403),
+        ("http://evil.example", 403),
+    ],
+)
+async def test_the_nodes_own_origin_must_match_in_scheme_host_and_port(
+    default_node: HeraldProcess, origin: str, status: int
+) -> None:
     port = default_node.port
     reader, writer = await connect(port)
     try:
-        writer.write(upgrade_head(port, f"/ws?token={make_token(f'o-{uid()}')}",
-                                  {"Origin": origin.format(port=port)}))
+        writer.write(upgrade_head(port, f"/ws?token={make_token(f'o-{uid()}')}", {"Origin": origin.format(port=port)}))
         got, _, body = await read_response(reader)
     finally:
         await close_writer(writer)
@@ -110,6 +122,7 @@ async def test_the_nodes_own_origin_must_match_in_scheme_host_and_port(default_n
 
 
 # --- half-close --------------------------------------------------------------------------------
+
 
 def _send_then_fin(port: int, data: bytes) -> bytes:
     """Send `data`, half-close (FIN), read until the server closes (blocking, bounded)."""
@@ -134,8 +147,10 @@ def test_publishes_on_the_fast_path_before_a_fin_are_all_answered(default_node: 
 def test_requests_to_aiohttp_before_a_fin_are_all_answered(default_node: HeraldProcess, tries: int) -> None:
     user = f"fin-{uid()}"
     body = json.dumps({"userId": user, "message": {"n": 1}}).encode()
-    notify = (b"POST /notify HTTP/1.1\r\nHost: x\r\nAuthorization: apikey dev-key\r\nContent-Length: %d\r\n\r\n%b"
-              % (len(body), body))
+    notify = b"POST /notify HTTP/1.1\r\nHost: x\r\nAuthorization: apikey dev-key\r\nContent-Length: %d\r\n\r\n%b" % (
+        len(body),
+        body,
+    )
     out = _send_then_fin(default_node.port, notify * 3)
     assert out.count(b"HTTP/1.1 200 OK") == 3, out
     assert len(_history(default_node, f"user:{user}")) == 3

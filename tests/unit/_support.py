@@ -21,8 +21,21 @@ AUTH = Authenticator(JwtConfig(secret=SECRET))
 
 #: Every `type` a server may send to a WebSocket client (CONTRACT §4-5).
 REPLY_TYPES = frozenset(
-    {"connected", "subscribed", "unsubscribed", "published", "sent", "user_status", "who", "history",
-     "refreshed", "pong", "message", "reconnect", "error"}
+    {
+        "connected",
+        "subscribed",
+        "unsubscribed",
+        "published",
+        "sent",
+        "user_status",
+        "who",
+        "history",
+        "refreshed",
+        "pong",
+        "message",
+        "reconnect",
+        "error",
+    }
 )
 #: Error codes that keep a connection open (CONTRACT §5).
 OPEN_ERROR_CODES = frozenset({400, 403, 413, 429})
@@ -51,7 +64,7 @@ def make_principal(sub: str = "alice", **kw: Any) -> Principal:
 def make_session(
     limits: SessionLimits | None = None,
     *,
-    principal: Principal | None | bool = True,
+    principal: Principal | bool | None = True,
     codec: Codec = JSON,
     now: float = NOW,
     user: str = "alice",
@@ -78,13 +91,34 @@ def send(session: Session, obj: Any, now: float = NOW) -> Any:
     return session.receive(orjson.dumps(obj).decode(), now)
 
 
-def pub(channel: str, seq: int, *, epoch: str = "e1", ms: int = 1_700_000_000_000, data: Any = None,
-        sender: str | None = None, event: str = "message") -> Publication:
+def pub(
+    channel: str,
+    seq: int,
+    *,
+    epoch: str = "e1",
+    ms: int = 1_700_000_000_000,
+    data: Any = None,
+    sender: str | None = None,
+    event: str = "message",
+) -> Publication:
     """A publication of `channel` at offset `<ms>-<seq>`."""
-    return Publication(ChannelName(channel), Offset(f"{ms}-{seq}"), Epoch(epoch),
-                       {"n": seq} if data is None else data, event, sender, ms)
+    return Publication(
+        ChannelName(channel),
+        Offset(f"{ms}-{seq}"),
+        Epoch(epoch),
+        {"n": seq} if data is None else data,
+        event,
+        sender,
+        ms,
+    )
 
 
-def history(channel: str, *, epoch: str = "e1", offset: str = "0-0", recovered: bool = False,
-            messages: list[Publication] | None = None) -> HistoryResult:
+def history(
+    channel: str,
+    *,
+    epoch: str = "e1",
+    offset: str = "0-0",
+    recovered: bool = False,
+    messages: list[Publication] | None = None,
+) -> HistoryResult:
     return HistoryResult(ChannelName(channel), Epoch(epoch), Offset(offset), recovered, messages or [])

@@ -191,7 +191,14 @@ def test_a_sub_with_every_allowed_punctuation_is_accepted(hs_auth: Authenticator
 
 @pytest.mark.parametrize(
     "extra",
-    [{"channels": "room:*"}, {"channels": [1]}, {"channels": [""]}, {"publish": {"a": 1}}, {"info": "x"}, {"info": [1]}],
+    [
+        {"channels": "room:*"},
+        {"channels": [1]},
+        {"channels": [""]},
+        {"publish": {"a": 1}},
+        {"info": "x"},
+        {"info": [1]},
+    ],
     ids=repr,
 )
 def test_malformed_permission_claims_are_rejected(hs_auth: Authenticator, extra: dict[str, Any]) -> None:
@@ -222,8 +229,9 @@ def test_aud_and_iss_are_ignored_when_not_configured(hs_auth: Authenticator) -> 
 # --- RS256 / ES256 ------------------------------------------------------------------------------
 
 
-def test_rs256_tokens_verify_against_a_pem_public_key(rs_auth: Authenticator, rsa_key: rsa.RSAPrivateKey,
-                                                      rsa_key_2: rsa.RSAPrivateKey) -> None:
+def test_rs256_tokens_verify_against_a_pem_public_key(
+    rs_auth: Authenticator, rsa_key: rsa.RSAPrivateKey, rsa_key_2: rsa.RSAPrivateKey
+) -> None:
     """A token signed by the matching private key is valid; another key's is not."""
     assert rs_auth.verify(jwt.encode(claims(), rsa_key, algorithm="RS256"), NOW).user == "alice"
     _rejected(rs_auth, jwt.encode(claims(), rsa_key_2, algorithm="RS256"))
@@ -242,8 +250,9 @@ def test_the_key_confusion_attack_is_rejected(rs_auth: Authenticator, rsa_pem_fi
     _rejected(rs_auth, forge_hs256(claims(), pem.strip()))
 
 
-def test_es256_tokens_verify_against_a_pem_public_key(tmp_path: Path, ec_key: ec.EllipticCurvePrivateKey,
-                                                      rsa_key: rsa.RSAPrivateKey) -> None:
+def test_es256_tokens_verify_against_a_pem_public_key(
+    tmp_path: Path, ec_key: ec.EllipticCurvePrivateKey, rsa_key: rsa.RSAPrivateKey
+) -> None:
     """ES256 with a PEM public key accepts its own tokens and rejects RS256 ones."""
     path = tmp_path / "ec.pem"
     path.write_bytes(_pem_public(ec_key))
@@ -258,14 +267,17 @@ def _jwk(key: Any, kid: str) -> dict[str, Any]:
     return {**jwk, "kid": kid, "alg": "RS256", "use": "sig"}
 
 
-def test_a_jwks_file_selects_the_key_by_kid(tmp_path: Path, rsa_key: rsa.RSAPrivateKey,
-                                           rsa_key_2: rsa.RSAPrivateKey) -> None:
+def test_a_jwks_file_selects_the_key_by_kid(
+    tmp_path: Path, rsa_key: rsa.RSAPrivateKey, rsa_key_2: rsa.RSAPrivateKey
+) -> None:
     """With two keys, each token is checked with the key its `kid` names; unknown or swapped kids fail."""
     path = tmp_path / "jwks.json"
     path.write_text(json.dumps({"keys": [_jwk(rsa_key, "one"), _jwk(rsa_key_2, "two")]}))
     auth = Authenticator(JwtConfig(algorithm="RS256", jwks_file=str(path)))
     assert auth.verify(jwt.encode(claims(sub="a"), rsa_key, algorithm="RS256", headers={"kid": "one"}), NOW).user == "a"
-    assert auth.verify(jwt.encode(claims(sub="b"), rsa_key_2, algorithm="RS256", headers={"kid": "two"}), NOW).user == "b"
+    assert (
+        auth.verify(jwt.encode(claims(sub="b"), rsa_key_2, algorithm="RS256", headers={"kid": "two"}), NOW).user == "b"
+    )
     _rejected(auth, jwt.encode(claims(), rsa_key, algorithm="RS256", headers={"kid": "two"}))
     _rejected(auth, jwt.encode(claims(), rsa_key, algorithm="RS256", headers={"kid": "three"}))
     _rejected(auth, jwt.encode(claims(), rsa_key, algorithm="RS256"))
@@ -320,14 +332,18 @@ _claims = st.fixed_dictionaries(
     optional={
         "sub": st.sampled_from(["alice", "bob", ""]) | _json,
         "exp": st.sampled_from([EXP, int(NOW) - 1]) | _json,
-        "nbf": _json, "iat": _json, "aud": _json, "iss": _json,
+        "nbf": _json,
+        "iat": _json,
+        "aud": _json,
+        "iss": _json,
         "channels": st.lists(st.text(max_size=12), max_size=4) | _json,
         "publish": st.lists(st.text(max_size=12), max_size=4) | _json,
         "info": _json,
     },
 )
-_headers = st.fixed_dictionaries({"alg": st.sampled_from(["HS256", "none", "RS256"]) | _json},
-                                 optional={"kid": _json, "typ": _json, "crit": _json})
+_headers = st.fixed_dictionaries(
+    {"alg": st.sampled_from(["HS256", "none", "RS256"]) | _json}, optional={"kid": _json, "typ": _json, "crit": _json}
+)
 
 
 @settings(max_examples=150, deadline=None)
@@ -370,13 +386,18 @@ _NOT_NUMBERS = [str(int(NOW) + 3600), "abc", "", True, None, [1], {"t": 1}]
 
 
 def _time_claim_cases() -> list[tuple[str, Any]]:
-    return [(name, value) for name in ("nbf", "iat", "exp") for value in _NOT_NUMBERS
-            if not (name == "exp" and value is None)]
+    return [
+        (name, value)
+        for name in ("nbf", "iat", "exp")
+        for value in _NOT_NUMBERS
+        if not (name == "exp" and value is None)
+    ]
 
 
 @pytest.mark.parametrize(("name", "value"), _time_claim_cases())
 def test_a_time_claim_that_is_not_a_number_is_refused_on_the_hs256_fast_path(
-        hs_auth: Authenticator, name: str, value: Any) -> None:
+    hs_auth: Authenticator, name: str, value: Any
+) -> None:
     _rejected(hs_auth, hs({**claims(), name: value}))
 
 
@@ -388,7 +409,8 @@ def test_a_time_claim_that_is_not_a_number_is_refused_through_pyjwt(name: str, v
 
 @pytest.mark.parametrize(("name", "value"), _time_claim_cases())
 def test_a_time_claim_that_is_not_a_number_is_refused_on_rs256(
-        rs_auth: Authenticator, rsa_key: rsa.RSAPrivateKey, name: str, value: Any) -> None:
+    rs_auth: Authenticator, rsa_key: rsa.RSAPrivateKey, name: str, value: Any
+) -> None:
     _rejected(rs_auth, jwt.encode({**claims(), name: value}, rsa_key, algorithm="RS256"))
 
 

@@ -11,7 +11,17 @@ from hypothesis import strategies as st
 
 from herald.core.protocol.codec import JSON, MSGPACK, JsonCodec, MsgpackCodec, codec_for_subprotocol
 from herald.core.protocol.envelope import (
-    Auth, Chat, History, Ping, Presence, Publish, Refresh, Subscribe, Unsubscribe, Who, parse_command,
+    Auth,
+    Chat,
+    History,
+    Ping,
+    Presence,
+    Publish,
+    Refresh,
+    Subscribe,
+    Unsubscribe,
+    Who,
+    parse_command,
 )
 from herald.core.protocol.errors import ProtocolError
 from herald.core.protocol.session import Session, SessionLimits, State
@@ -43,16 +53,22 @@ msgpack_values = st.recursive(
 
 # Command-shaped objects: real types and keys with arbitrary (often wrong) values, so the parser's
 # per-field checks are reached rather than only the "not an object" branch.
-_TYPES = st.sampled_from(["subscribe", "unsubscribe", "publish", "chat", "presence", "who", "history",
-                          "refresh", "ping", "auth", "nope"])
-_KEYS = st.sampled_from(["id", "channel", "since", "data", "event", "recipientId", "text", "status",
-                         "limit", "token"])
-_channelish = st.sampled_from(["room:1", "user:alice", "user:bob", "lobby", "", "a" * 256, "room 1"]) | st.text(max_size=8)
+_TYPES = st.sampled_from(
+    ["subscribe", "unsubscribe", "publish", "chat", "presence", "who", "history", "refresh", "ping", "auth", "nope"]
+)
+_KEYS = st.sampled_from(["id", "channel", "since", "data", "event", "recipientId", "text", "status", "limit", "token"])
+_channelish = st.sampled_from(["room:1", "user:alice", "user:bob", "lobby", "", "a" * 256, "room 1"]) | st.text(
+    max_size=8
+)
 _field_values = (
     json_values
     | _channelish
-    | st.fixed_dictionaries({"offset": st.sampled_from(["1-0", "0-0", "x", "1"]) | st.text(max_size=6),
-                             "epoch": st.sampled_from(["e1", ""]) | st.text(max_size=6)})
+    | st.fixed_dictionaries(
+        {
+            "offset": st.sampled_from(["1-0", "0-0", "x", "1"]) | st.text(max_size=6),
+            "epoch": st.sampled_from(["e1", ""]) | st.text(max_size=6),
+        }
+    )
     | st.integers(min_value=-5, max_value=2**54)
 )
 command_like = st.builds(
@@ -117,9 +133,11 @@ def test_msgpack_values_without_a_json_equivalent_are_a_400() -> None:
     """bin, ext and non-string keys cannot be relayed to JSON subscribers: ProtocolError, not a crash."""
     import msgpack
 
-    for payload in (msgpack.packb({"type": "publish", "channel": "a", "data": b"x"}, use_bin_type=True),
-                    msgpack.packb(msgpack.ExtType(5, b"x")),
-                    msgpack.packb({b"type": "ping"}, use_bin_type=True)):
+    for payload in (
+        msgpack.packb({"type": "publish", "channel": "a", "data": b"x"}, use_bin_type=True),
+        msgpack.packb(msgpack.ExtType(5, b"x")),
+        msgpack.packb({b"type": "ping"}, use_bin_type=True),
+    ):
         try:
             MSGPACK.decode(payload)
         except ProtocolError as exc:
@@ -156,13 +174,15 @@ def test_subprotocol_selects_the_codec_with_json_as_default() -> None:
 # --- Session.receive ----------------------------------------------------------------------
 
 _PRINCIPAL = make_principal("alice", channels=["room:*", "lobby"], publish=["room:*"])
-_TOKENS = st.sampled_from([
-    make_token("alice"),                     # valid refresh
-    make_token("bob"),                       # another user
-    make_token("alice", exp=int(NOW) - 1),   # expired
-    make_token("alice", secret="x" * 32),    # wrong key
-    "not-a-jwt",
-])
+_TOKENS = st.sampled_from(
+    [
+        make_token("alice"),  # valid refresh
+        make_token("bob"),  # another user
+        make_token("alice", exp=int(NOW) - 1),  # expired
+        make_token("alice", secret="x" * 32),  # wrong key
+        "not-a-jwt",
+    ]
+)
 _objects = (
     json_values
     | command_like

@@ -16,8 +16,9 @@ from herald.core.protocol.errors import ConfigError
 KEYS = {"HERALD_JWT_SECRET": "s" * 32, "HERALD_API_KEY": "key"}
 
 
-def load(cli: dict[str, Any] | argparse.Namespace | None = None, env: dict[str, str] | None = None,
-         **kw: Any) -> NodeConfig:
+def load(
+    cli: dict[str, Any] | argparse.Namespace | None = None, env: dict[str, str] | None = None, **kw: Any
+) -> NodeConfig:
     return load_node_config(cli or {}, {**KEYS, **(env or {})}, **kw)
 
 
@@ -54,7 +55,13 @@ def test_defaults_apply_when_nothing_is_set() -> None:
     """With only the required keys, every option has its documented default."""
     c = load()
     assert (c.host, c.port, c.partitions, c.max_connections, c.history_size, c.ping_interval) == (
-        "0.0.0.0", 8000, 64, 20_000, 100, 25.0)
+        "0.0.0.0",
+        8000,
+        64,
+        20_000,
+        100,
+        25.0,
+    )
     assert c.allowed_origins == () and c.redis == () and c.dev is False
 
 
@@ -107,10 +114,40 @@ def test_explicit_defaults_are_overridden_by_everything_else() -> None:
 
 def test_the_contract_option_names_exist_on_the_command_line() -> None:
     """Every option CONTRACT §1 names is accepted by the parser."""
-    ns = parse("--jwt-secret", "s", "--jwt-algorithm", "HS256", "--jwt-public-key", "f", "--jwks-file", "j",
-               "--api-key", "k", "--partitions", "3", "--node-id", "n", "--drain-window", "2",
-               "--max-connections", "9", "--max-connections-per-user", "2", "--allowed-origins", "a",
-               "--history-size", "7", "--history-ttl", "60", "--redis", "redis://x", "--host", "h", "--port", "1")
+    ns = parse(
+        "--jwt-secret",
+        "s",
+        "--jwt-algorithm",
+        "HS256",
+        "--jwt-public-key",
+        "f",
+        "--jwks-file",
+        "j",
+        "--api-key",
+        "k",
+        "--partitions",
+        "3",
+        "--node-id",
+        "n",
+        "--drain-window",
+        "2",
+        "--max-connections",
+        "9",
+        "--max-connections-per-user",
+        "2",
+        "--allowed-origins",
+        "a",
+        "--history-size",
+        "7",
+        "--history-ttl",
+        "60",
+        "--redis",
+        "redis://x",
+        "--host",
+        "h",
+        "--port",
+        "1",
+    )
     assert ns.jwks_file == "j" and ns.jwt_public_key == "f" and ns.redis == ["redis://x"]
 
 

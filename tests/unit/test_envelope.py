@@ -37,19 +37,25 @@ SINCE = {"offset": "1732560000123-0", "epoch": "k3v9"}
     ("obj", "expected"),
     [
         ({"type": "subscribe", "channel": "room:42"}, Subscribe(None, "room:42", None)),
-        ({"type": "subscribe", "channel": "room:42", "id": 7, "since": SINCE},
-         Subscribe(7, "room:42", Position("1732560000123-0", "k3v9"))),
+        (
+            {"type": "subscribe", "channel": "room:42", "id": 7, "since": SINCE},
+            Subscribe(7, "room:42", Position("1732560000123-0", "k3v9")),
+        ),
         ({"type": "unsubscribe", "channel": "room:42", "id": 0}, Unsubscribe(0, "room:42")),
         ({"type": "publish", "channel": "room:42", "data": {"a": 1}}, Publish(None, "room:42", {"a": 1}, "message")),
-        ({"type": "publish", "channel": "room:42", "data": None, "event": "chat", "id": 3},
-         Publish(3, "room:42", None, "chat")),
+        (
+            {"type": "publish", "channel": "room:42", "data": None, "event": "chat", "id": 3},
+            Publish(3, "room:42", None, "chat"),
+        ),
         ({"type": "chat", "recipientId": "bob", "text": "hi", "id": 1}, Chat(1, "bob", "hi")),
         ({"type": "chat", "recipientId": "bob", "text": ""}, Chat(None, "bob", "")),
         ({"type": "presence", "status": "away", "id": 2}, Presence(2, "away")),
         ({"type": "who", "channel": "room:42"}, Who(None, "room:42")),
         ({"type": "history", "channel": "room:42"}, History(None, "room:42", None, None)),
-        ({"type": "history", "channel": "room:42", "since": SINCE, "limit": 10, "id": 9},
-         History(9, "room:42", Position("1732560000123-0", "k3v9"), 10)),
+        (
+            {"type": "history", "channel": "room:42", "since": SINCE, "limit": 10, "id": 9},
+            History(9, "room:42", Position("1732560000123-0", "k3v9"), 10),
+        ),
         ({"type": "history", "channel": "room:42", "limit": 0}, History(None, "room:42", None, 0)),
         ({"type": "refresh", "token": "abc", "id": 4}, Refresh(4, "abc")),
         ({"type": "ping"}, Ping(None)),
@@ -104,8 +110,25 @@ def test_a_channel_command_without_a_channel_is_a_400(kind: str) -> None:
     _rejects({"type": kind, "data": 1})
 
 
-BAD_CHANNELS = ["", "a" * 256, "room 42", " room", "room:4\n", "caf\u00e9", "\u0440\u0443\u0441", "room#1",
-                "room:42?", "a*b", "a,b", "a\x00", "\u0661\u0662", 42, None, ["room"], {"c": 1}]
+BAD_CHANNELS = [
+    "",
+    "a" * 256,
+    "room 42",
+    " room",
+    "room:4\n",
+    "caf\u00e9",
+    "\u0440\u0443\u0441",
+    "room#1",
+    "room:42?",
+    "a*b",
+    "a,b",
+    "a\x00",
+    "\u0661\u0662",
+    42,
+    None,
+    ["room"],
+    {"c": 1},
+]
 
 
 @pytest.mark.parametrize("channel", BAD_CHANNELS, ids=repr)
@@ -115,7 +138,9 @@ def test_invalid_channel_names_are_a_400(kind: str, channel: Any) -> None:
     _rejects({"type": kind, "channel": channel, "data": 1})
 
 
-@pytest.mark.parametrize("channel", ["a", "a" * 255, "_-:.@/=", "Room:42/x=y@host.example-1_2", "user:alice", "::", "0"])
+@pytest.mark.parametrize(
+    "channel", ["a", "a" * 255, "_-:.@/=", "Room:42/x=y@host.example-1_2", "user:alice", "::", "0"]
+)
 def test_valid_edge_channel_names_are_accepted(channel: str) -> None:
     """One and 255 characters, and every allowed punctuation mark, are valid."""
     assert validate_channel(channel) == channel
@@ -246,8 +271,14 @@ def test_publication_envelope_has_exactly_the_contract_keys() -> None:
     """A message sent by a user carries type, channel, offset, epoch, event, from, data, ts."""
     p = Publication("room:42", "1732560000123-0", "k3v9", {"x": 1}, "chat", "alice", 1732560000123)
     assert p.envelope() == {
-        "type": "message", "channel": "room:42", "offset": "1732560000123-0", "epoch": "k3v9",
-        "event": "chat", "from": "alice", "data": {"x": 1}, "ts": 1732560000123,
+        "type": "message",
+        "channel": "room:42",
+        "offset": "1732560000123-0",
+        "epoch": "k3v9",
+        "event": "chat",
+        "from": "alice",
+        "data": {"x": 1},
+        "ts": 1732560000123,
     }
 
 

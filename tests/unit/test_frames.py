@@ -43,9 +43,17 @@ def test_text_frames_and_the_ping_frame() -> None:
 def test_close_codes_match_the_contract_table() -> None:
     """Every close code of CONTRACT §5 has its value."""
     assert {c.name: int(c) for c in CloseCode} == {
-        "NORMAL": 1000, "GOING_AWAY": 1001, "MESSAGE_TOO_BIG": 1009, "INTERNAL_ERROR": 1011,
-        "SERVICE_RESTART": 1012, "TRY_AGAIN_LATER": 1013, "IDLE_TIMEOUT": 4000, "UNAUTHORIZED": 4001,
-        "FORBIDDEN": 4003, "SLOW_CONSUMER": 4008, "TOO_MANY_CONNECTIONS": 4029,
+        "NORMAL": 1000,
+        "GOING_AWAY": 1001,
+        "MESSAGE_TOO_BIG": 1009,
+        "INTERNAL_ERROR": 1011,
+        "SERVICE_RESTART": 1012,
+        "TRY_AGAIN_LATER": 1013,
+        "IDLE_TIMEOUT": 4000,
+        "UNAUTHORIZED": 4001,
+        "FORBIDDEN": 4003,
+        "SLOW_CONSUMER": 4008,
+        "TOO_MANY_CONNECTIONS": 4029,
     }
 
 

@@ -29,11 +29,22 @@ KEY = "dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455 §1.3
 SUPPORTED = ("herald.json", "herald.msgpack")
 
 
-def request(target: str = "/ws?token=abc", *, method: str = "GET", version: str = "1.1",
-            headers: dict[str, str] | None = None, extra: list[tuple[str, str]] | None = None) -> bytes:
+def request(
+    target: str = "/ws?token=abc",
+    *,
+    method: str = "GET",
+    version: str = "1.1",
+    headers: dict[str, str] | None = None,
+    extra: list[tuple[str, str]] | None = None,
+) -> bytes:
     """A request head; `headers` replace the defaults of a valid upgrade (None value: left out)."""
-    hdrs: dict[str, str | None] = {"Host": "127.0.0.1:8000", "Upgrade": "websocket", "Connection": "Upgrade",
-                                   "Sec-WebSocket-Key": KEY, "Sec-WebSocket-Version": "13"}
+    hdrs: dict[str, str | None] = {
+        "Host": "127.0.0.1:8000",
+        "Upgrade": "websocket",
+        "Connection": "Upgrade",
+        "Sec-WebSocket-Key": KEY,
+        "Sec-WebSocket-Version": "13",
+    }
     hdrs.update(headers or {})
     lines = [f"{method} {target} HTTP/{version}"] + [f"{k}: {v}" for k, v in hdrs.items() if v is not None]
     lines += [f"{k}: {v}" for k, v in extra or []]
@@ -102,7 +113,7 @@ def test_a_request_without_connection_upgrade_is_not_an_upgrade() -> None:
 @pytest.mark.parametrize("cut", [0, 1, 3, 7, 20, -3, -2, -1])
 def test_an_incomplete_head_is_none(cut: int) -> None:
     data = request()
-    assert parse_head(data[:cut] if cut >= 0 else data[:len(data) + cut]) is None
+    assert parse_head(data[:cut] if cut >= 0 else data[: len(data) + cut]) is None
 
 
 @given(st.integers(0, len(request()) - 1))
@@ -125,17 +136,23 @@ def test_a_complete_head_over_the_limit_is_a_head_error(where: str) -> None:
     big = "a" * (MAX_HEAD + 1)
     data = request(f"/ws?token={big}") if where == "request-line" else request(extra=[("X-Big", big)])
     with pytest.raises(HeadError):
-        parse_head(data[:MAX_HEAD + 10])  # the first segment alone
+        parse_head(data[: MAX_HEAD + 10])  # the first segment alone
     with pytest.raises(HeadError):
         parse_head(data)  # the whole head at once
 
 
-@pytest.mark.parametrize("data", [b"GARBAGE\r\n\r\n", b"GET / HTTP/1.1\r\nBad Header\r\n\r\n",
-                                  b"GET /\x00 HTTP/1.1\r\n\r\n", b"GET / HTTP/9.9\r\n\r\n",
-                                  b"GET http://[::1 HTTP/1.1\r\nHost: x\r\n\r\n",
-                                  b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: x\r\n\r\n"],
-                         ids=["no-method", "header-without-colon", "nul-in-target", "version", "bad-target",
-                              "bad-content-length"])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"GARBAGE\r\n\r\n",
+        b"GET / HTTP/1.1\r\nBad Header\r\n\r\n",
+        b"GET /\x00 HTTP/1.1\r\n\r\n",
+        b"GET / HTTP/9.9\r\n\r\n",
+        b"GET http://[::1 HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: x\r\n\r\n",
+    ],
+    ids=["no-method", "header-without-colon", "nul-in-target", "version", "bad-target", "bad-content-length"],
+)
 def test_a_malformed_head_is_a_head_error(data: bytes) -> None:
     with pytest.raises(HeadError):
         parse_head(data)
@@ -151,7 +168,7 @@ def test_body_start_points_at_the_bytes_after_the_head() -> None:
     frame = b"\x81\x85\x01\x02\x03\x04" + bytes(b ^ k for b, k in zip(b"hello", b"\x01\x02\x03\x04\x01"))
     data = request() + frame
     head = head_of(data)
-    assert head.upgrade and data[head.body_start:] == frame
+    assert head.upgrade and data[head.body_start :] == frame
 
 
 def test_only_the_first_of_two_pipelined_requests_is_parsed() -> None:
@@ -174,10 +191,20 @@ def test_query_parameters_are_decoded() -> None:
     assert head_of(request("/ws")).query("token") is None
 
 
-@pytest.mark.parametrize("cookie,value", [("herald_token=abc", "abc"), ("a=1; herald_token=abc; b=2", "abc"),
-                                          ('herald_token="abc"', "abc"), ("a=1;herald_token=abc", "abc"),
-                                          ("xherald_token=abc", None), ("herald_token_x=abc", None),
-                                          ("a=1; b=2", None), ("herald_token", None), ("herald_token=", "")])
+@pytest.mark.parametrize(
+    "cookie,value",
+    [
+        ("herald_token=abc", "abc"),
+        ("a=1; herald_token=abc; b=2", "abc"),
+        ('herald_token="abc"', "abc"),
+        ("a=1;herald_token=abc", "abc"),
+        ("xherald_token=abc", None),
+        ("herald_token_x=abc", None),
+        ("a=1; b=2", None),
+        ("herald_token", None),
+        ("herald_token=", ""),
+    ],
+)
 def test_cookies_are_read_by_exact_name(cookie: str, value: str | None) -> None:
     assert head_of(request(extra=[("Cookie", cookie)])).cookie("herald_token") == value
 
@@ -195,8 +222,15 @@ def test_a_valid_upgrade_has_no_error() -> None:
     assert upgrade_error(head_of(request())) is None
 
 
-@pytest.mark.parametrize("headers", [{"Connection": "keep-alive, Upgrade"}, {"Upgrade": "WebSocket"},
-                                     {"Connection": "upgrade"}, {"Sec-WebSocket-Version": " 13 "}])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Connection": "keep-alive, Upgrade"},
+        {"Upgrade": "WebSocket"},
+        {"Connection": "upgrade"},
+        {"Sec-WebSocket-Version": " 13 "},
+    ],
+)
 def test_usual_browser_variants_are_valid_upgrades(headers: dict[str, str]) -> None:
     """Firefox sends `Connection: keep-alive, Upgrade`; tokens are case-insensitive."""
     assert upgrade_error(head_of(request(headers=headers))) is None
@@ -213,11 +247,25 @@ def test_http_1_0_is_400() -> None:
     assert problem is not None and problem[0] == 400
 
 
-@pytest.mark.parametrize("headers", [{"Upgrade": None}, {"Connection": None}, {"Upgrade": "h2c"},
-                                     {"Connection": "keep-alive"}, {"Upgrade": "websocketx"},
-                                     {"Connection": "upgraded"}],
-                         ids=["no-upgrade", "no-connection", "other-protocol", "no-upgrade-token",
-                              "upgrade-lookalike", "connection-lookalike"])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Upgrade": None},
+        {"Connection": None},
+        {"Upgrade": "h2c"},
+        {"Connection": "keep-alive"},
+        {"Upgrade": "websocketx"},
+        {"Connection": "upgraded"},
+    ],
+    ids=[
+        "no-upgrade",
+        "no-connection",
+        "other-protocol",
+        "no-upgrade-token",
+        "upgrade-lookalike",
+        "connection-lookalike",
+    ],
+)
 def test_missing_upgrade_or_connection_tokens_are_400(headers: dict[str, str | None]) -> None:
     data = request(headers=headers)  # type: ignore[arg-type]
     problem = upgrade_error(head_of(data))
@@ -235,11 +283,20 @@ def test_a_missing_websocket_version_is_refused() -> None:
     assert problem is not None and problem[0] in (400, 426)
 
 
-@pytest.mark.parametrize("key", [None, "", "abc", base64.b64encode(b"x" * 15).decode(),
-                                 base64.b64encode(b"x" * 17).decode(), "!!!!!!!!!!!!!!!!!!!!!!!=",
-                                 KEY[:-2], KEY + "AA=="],
-                         ids=["missing", "empty", "short", "15-bytes", "17-bytes", "not-base64", "unpadded",
-                              "trailing"])
+@pytest.mark.parametrize(
+    "key",
+    [
+        None,
+        "",
+        "abc",
+        base64.b64encode(b"x" * 15).decode(),
+        base64.b64encode(b"x" * 17).decode(),
+        "!!!!!!!!!!!!!!!!!!!!!!!=",
+        KEY[:-2],
+        KEY + "AA==",
+    ],
+    ids=["missing", "empty", "short", "15-bytes", "17-bytes", "not-base64", "unpadded", "trailing"],
+)
 def test_a_key_that_is_not_16_bytes_of_base64_is_400(key: str | None) -> None:
     problem = upgrade_error(head_of(request(headers={"Sec-WebSocket-Key": key})))  # type: ignore[dict-item]
     assert problem is not None and problem[0] == 400
@@ -256,21 +313,32 @@ def test_any_16_byte_key_is_valid(raw: bytes) -> None:
 # ==============================================================================================
 
 
-@pytest.mark.parametrize("offered,chosen", [
-    (None, None), ("herald.json", "herald.json"), ("herald.msgpack", "herald.msgpack"),
-    ("herald.msgpack, herald.json", "herald.msgpack"), ("herald.json, herald.msgpack", "herald.json"),
-    ("chat, herald.msgpack", "herald.msgpack"), ("chat, superchat", None), ("herald.JSON", None),
-    ("herald.json2, herald.msgpack", "herald.msgpack"), (" herald.msgpack ,herald.json", "herald.msgpack"),
-])
-def test_the_first_supported_subprotocol_in_the_clients_order_is_chosen(offered: str | None,
-                                                                       chosen: str | None) -> None:
+@pytest.mark.parametrize(
+    "offered,chosen",
+    [
+        (None, None),
+        ("herald.json", "herald.json"),
+        ("herald.msgpack", "herald.msgpack"),
+        ("herald.msgpack, herald.json", "herald.msgpack"),
+        ("herald.json, herald.msgpack", "herald.json"),
+        ("chat, herald.msgpack", "herald.msgpack"),
+        ("chat, superchat", None),
+        ("herald.JSON", None),
+        ("herald.json2, herald.msgpack", "herald.msgpack"),
+        (" herald.msgpack ,herald.json", "herald.msgpack"),
+    ],
+)
+def test_the_first_supported_subprotocol_in_the_clients_order_is_chosen(
+    offered: str | None, chosen: str | None
+) -> None:
     head = head_of(request(headers={"Sec-WebSocket-Protocol": offered}))  # type: ignore[dict-item]
     assert choose_subprotocol(head, SUPPORTED) == chosen
 
 
 def test_subprotocols_offered_in_several_headers_keep_their_order() -> None:
-    head = head_of(request(extra=[("Sec-WebSocket-Protocol", "other"),
-                                  ("Sec-WebSocket-Protocol", "herald.msgpack, herald.json")]))
+    head = head_of(
+        request(extra=[("Sec-WebSocket-Protocol", "other"), ("Sec-WebSocket-Protocol", "herald.msgpack, herald.json")])
+    )
     assert choose_subprotocol(head, SUPPORTED) == "herald.msgpack"
 
 
@@ -294,8 +362,10 @@ def test_accept_names_the_chosen_subprotocol() -> None:
 def test_accept_is_the_base64_sha1_of_key_and_guid(raw: bytes) -> None:
     key = base64.b64encode(raw).decode()
     want = base64.b64encode(hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()).decode()
-    assert parse_response(accept(head_of(request(headers={"Sec-WebSocket-Key": key})), None))[1][
-        "sec-websocket-accept"] == want
+    assert (
+        parse_response(accept(head_of(request(headers={"Sec-WebSocket-Key": key})), None))[1]["sec-websocket-accept"]
+        == want
+    )
 
 
 def test_the_key_is_trimmed_before_hashing() -> None:
@@ -308,9 +378,17 @@ def test_the_key_is_trimmed_before_hashing() -> None:
 # ==============================================================================================
 
 
-@pytest.mark.parametrize("status,slug", [(400, "bad_request"), (401, "unauthorized"), (403, "forbidden"),
-                                         (405, "method_not_allowed"), (426, "upgrade_required"),
-                                         (503, "draining")])
+@pytest.mark.parametrize(
+    "status,slug",
+    [
+        (400, "bad_request"),
+        (401, "unauthorized"),
+        (403, "forbidden"),
+        (405, "method_not_allowed"),
+        (426, "upgrade_required"),
+        (503, "draining"),
+    ],
+)
 def test_http_error_is_a_complete_response_with_the_contract_body(status: int, slug: str) -> None:
     data = http_error(status, slug, "what went wrong — en détail")
     got, headers, body = parse_response(data)
@@ -357,8 +435,15 @@ def test_http_1_0_may_leave_host_out() -> None:
     assert head_of(b"GET /healthz HTTP/1.0\r\n\r\n").version == "1.0"
 
 
-@pytest.mark.parametrize("data", [b"GET /healthz HTTP/1.1\nHost: a\n\n", b"GET /healthz HTTP/1.1\r\nHost: a\n\n",
-                                  b"GET /healthz HTTP/1.1\nHost: a\r\n\r\n", b"GET / HTTP/1.1\r\nHost: a\n\r\n"])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"GET /healthz HTTP/1.1\nHost: a\n\n",
+        b"GET /healthz HTTP/1.1\r\nHost: a\n\n",
+        b"GET /healthz HTTP/1.1\nHost: a\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\n\r\n",
+    ],
+)
 def test_bare_lf_line_ends_are_a_head_error_as_soon_as_the_head_ends(data: bytes) -> None:
     assert head_end(data) == len(data)
     with pytest.raises(HeadError):
@@ -375,27 +460,29 @@ def test_head_end_is_minus_one_for_every_prefix_of_a_head(cut: int) -> None:
 _ALLOWED = ("https://app.example", "http://localhost:3000")
 
 
-@pytest.mark.parametrize(("origin", "host", "proto", "ok"), [
-    (None, "h:8000", None, True),  # not a browser
-    ("http://h:8000", "h:8000", None, True),  # the node's own origin (plain HTTP)
-    ("https://h:8000", "h:8000", None, False),  # same host and port, other scheme
-    ("https://h", "h", "https", True),  # behind a TLS-terminating proxy
-    ("http://h", "h", "https", False),
-    ("http://h:8001", "h:8000", None, False),  # other port
-    ("http://H:8000", "h:8000", None, True),  # host names are case-insensitive
-    ("http://h:80", "h", None, True),  # a default port may be written or not
-    ("https://app.example", "h:8000", None, True),
-    ("https://app.example:443", "h:8000", None, True),
-    ("http://app.example", "h:8000", None, False),  # an allowed host with the wrong scheme
-    ("https://app.example:8443", "h:8000", None, False),
-    ("http://localhost:3000", "h:8000", None, True),
-    ("http://localhost", "h:8000", None, False),
-    ("null", "h:8000", None, False),
-    ("http://h:8000/path", "h:8000", None, False),
-    ("http://h:bad", "h:8000", None, False),
-])
-def test_origin_is_compared_by_scheme_host_and_port(origin: str | None, host: str, proto: str | None,
-                                                    ok: bool) -> None:
+@pytest.mark.parametrize(
+    ("origin", "host", "proto", "ok"),
+    [
+        (None, "h:8000", None, True),  # not a browser
+        ("http://h:8000", "h:8000", None, True),  # the node's own origin (plain HTTP)
+        ("https://h:8000", "h:8000", None, False),  # same host and port, other scheme
+        ("https://h", "h", "https", True),  # behind a TLS-terminating proxy
+        ("http://h", "h", "https", False),
+        ("http://h:8001", "h:8000", None, False),  # other port
+        ("http://H:8000", "h:8000", None, True),  # host names are case-insensitive
+        ("http://h:80", "h", None, True),  # a default port may be written or not
+        ("https://app.example", "h:8000", None, True),
+        ("https://app.example:443", "h:8000", None, True),
+        ("http://app.example", "h:8000", None, False),  # an allowed host with the wrong scheme
+        ("https://app.example:8443", "h:8000", None, False),
+        ("http://localhost:3000", "h:8000", None, True),
+        ("http://localhost", "h:8000", None, False),
+        ("null", "h:8000", None, False),
+        ("http://h:8000/path", "h:8000", None, False),
+        ("http://h:bad", "h:8000", None, False),
+    ],
+)
+def test_origin_is_compared_by_scheme_host_and_port(origin: str | None, host: str, proto: str | None, ok: bool) -> None:
     assert origin_allowed(origin, host, _ALLOWED, proto) is ok
 
 

@@ -12,8 +12,9 @@ from herald.core.hashing import jump_hash, partition_of, rendezvous_owner, shard
 def test_stable_hash_is_the_same_in_another_process() -> None:
     """Partitioning must agree between every node and router: no per-process hash seed."""
     code = "from herald.core.hashing import stable_hash; print(stable_hash('room:42'))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={"PYTHONHASHSEED": "123"})
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env={"PYTHONHASHSEED": "123"}
+    )
     assert int(out.stdout) == stable_hash("room:42")
 
 

@@ -12,17 +12,20 @@ from herald.core.logging import REDACTED, redact, scrub
 JWT = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLXNpZ25hdHVyZS1zaWduYXR1cmU"
 
 
-@pytest.mark.parametrize("text", [
-    f"Authorization: Bearer {JWT}",
-    f"authorization: bearer {JWT}\r\n",
-    "Authorization: apikey s3cr3t-key-value",
-    f"b'GET /ws?token={JWT} HTTP/1.1\\r\\nHost: x\\r\\n'",
-    f"GET /events?channel=a&token={JWT}&x=1",
-    "token=opaque-not-a-jwt-value",
-    f"Cookie: herald_token={JWT}; other=1",
-    f"a JWT on its own: {JWT}.",
-    "Set-Cookie: session=abcdef",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"Authorization: Bearer {JWT}",
+        f"authorization: bearer {JWT}\r\n",
+        "Authorization: apikey s3cr3t-key-value",
+        f"b'GET /ws?token={JWT} HTTP/1.1\\r\\nHost: x\\r\\n'",
+        f"GET /events?channel=a&token={JWT}&x=1",
+        "token=opaque-not-a-jwt-value",
+        f"Cookie: herald_token={JWT}; other=1",
+        f"a JWT on its own: {JWT}.",
+        "Set-Cookie: session=abcdef",
+    ],
+)
 def test_scrub_removes_every_kind_of_credential(text: str) -> None:
     out = scrub(text)
     assert REDACTED in out
@@ -37,10 +40,14 @@ def test_scrub_leaves_ordinary_text_alone() -> None:
 
 
 def test_redact_cleans_strings_nested_values_and_credential_keys() -> None:
-    event: dict[str, Any] = {"event": "http.request.malformed", "token": "abc", "api_key": "k",
-                             "headers": {"Authorization": f"Bearer {JWT}", "x": [f"token={JWT}"]},
-                             "exception": f"Traceback ...\nBadHttpMessage: b'Authorization: apikey dev-key\\r\\n'",
-                             "code": 400}
+    event: dict[str, Any] = {
+        "event": "http.request.malformed",
+        "token": "abc",
+        "api_key": "k",
+        "headers": {"Authorization": f"Bearer {JWT}", "x": [f"token={JWT}"]},
+        "exception": "Traceback ...\nBadHttpMessage: b'Authorization: apikey dev-key\\r\\n'",
+        "code": 400,
+    }
     out = redact(None, "warning", event)
     text = repr(out)
     assert JWT not in text and "dev-key" not in text and "'abc'" not in text

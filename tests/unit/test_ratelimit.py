@@ -55,11 +55,14 @@ def test_refill_works_at_realistic_clock_values() -> None:
 
 @settings(max_examples=300, deadline=None)
 @given(
-    st.floats(0.5, 1000), st.integers(1, 50), st.floats(0, 2e9),
+    st.floats(0.5, 1000),
+    st.integers(1, 50),
+    st.floats(0, 2e9),
     st.lists(st.floats(0, 5, allow_nan=False), min_size=1, max_size=50),
 )
-def test_takes_never_exceed_burst_plus_rate_times_elapsed(rate: float, burst: int, start: float,
-                                                         steps: list[float]) -> None:
+def test_takes_never_exceed_burst_plus_rate_times_elapsed(
+    rate: float, burst: int, start: float, steps: list[float]
+) -> None:
     """Over any window the number of successful takes is at most burst + rate * elapsed."""
     b = TokenBucket(rate, burst, start)
     now, taken = start, 0

@@ -10,8 +10,12 @@ from redis.exceptions import DataError
 
 from herald.core.engine.redis.connection import HiredisPackingConnection
 
-_ARG = st.one_of(st.text(max_size=40), st.binary(max_size=40), st.integers(-(2**63), 2**63 - 1),
-                 st.floats(allow_nan=False, allow_infinity=False))
+_ARG = st.one_of(
+    st.text(max_size=40),
+    st.binary(max_size=40),
+    st.integers(-(2**63), 2**63 - 1),
+    st.floats(allow_nan=False, allow_infinity=False),
+)
 _NAME = st.sampled_from(["SET", "EVALSHA", "XADD", "SCRIPT LOAD", b"XREADGROUP", b"CLIENT SETNAME"])
 
 

@@ -29,8 +29,12 @@ def test_importing_the_protocol_package_loads_no_asyncio_aiohttp_or_redis() -> N
 def test_the_control_planes_view_and_planner_are_pure() -> None:
     """control/view.py and control/rebalance.py decide from data and a clock passed in: importing
     them loads no event loop, HTTP server or Redis client (the service does the I/O)."""
-    probe = ("import sys, herald.control.view, herald.control.rebalance\n"
-             "print(','.join(sorted(m for m in ('asyncio', 'aiohttp', 'redis') if m in sys.modules)))")
+    probe = (
+        "import sys, herald.control.view, herald.control.rebalance\n"
+        "print(','.join(sorted(m for m in ('asyncio', 'aiohttp', 'redis') if m in sys.modules)))"
+    )
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "", f"I/O libraries imported by the control plane's pure modules: {proc.stdout.strip()}"
+    assert proc.stdout.strip() == "", (
+        f"I/O libraries imported by the control plane's pure modules: {proc.stdout.strip()}"
+    )

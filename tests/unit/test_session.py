@@ -69,8 +69,14 @@ def test_an_authenticated_session_opens_with_the_contract_connected_frame() -> N
     s = make_session(SessionLimits(ping_interval=25.0))
     assert s.state is State.OPEN
     assert drain(s) == [
-        {"type": "connected", "client": "c1", "user": "alice", "node": "n1", "ping_interval": 25,
-         "channels": ["user:alice"]}
+        {
+            "type": "connected",
+            "client": "c1",
+            "user": "alice",
+            "node": "n1",
+            "ping_interval": 25,
+            "channels": ["user:alice"],
+        }
     ]
     assert list(s.subs) == ["user:alice"]
 
@@ -150,8 +156,15 @@ def test_fresh_subscribe_replies_subscribed_not_recovered_with_zero_missed() -> 
     assert s.begin_subscribe(cmd) is True
     s.complete_subscribe(cmd, history(ROOM, offset=off(7), messages=[pub(ROOM, 6), pub(ROOM, 7)]))
     assert drain(s) == [
-        {"type": "subscribed", "channel": ROOM, "epoch": "e1", "offset": off(7), "recovered": False, "missed": 0,
-         "id": 3}
+        {
+            "type": "subscribed",
+            "channel": ROOM,
+            "epoch": "e1",
+            "offset": off(7),
+            "recovered": False,
+            "missed": 0,
+            "id": 3,
+        }
     ]
     assert s.deliver(pub(ROOM, 7)) is False
     assert s.deliver(pub(ROOM, 8)) is True
@@ -165,8 +178,15 @@ def test_resume_sends_subscribed_with_missed_then_exactly_the_missed_messages_in
     missed = [pub(ROOM, 3), pub(ROOM, 4), pub(ROOM, 5)]
     s.complete_subscribe(cmd, history(ROOM, offset=off(5), recovered=True, messages=missed))
     frames = drain(s)
-    assert frames[0] == {"type": "subscribed", "channel": ROOM, "epoch": "e1", "offset": off(5),
-                         "recovered": True, "missed": 3, "id": 4}
+    assert frames[0] == {
+        "type": "subscribed",
+        "channel": ROOM,
+        "epoch": "e1",
+        "offset": off(5),
+        "recovered": True,
+        "missed": 3,
+        "id": 4,
+    }
     assert frames[1:] == [p.envelope() for p in missed]
 
 
@@ -187,8 +207,9 @@ def test_live_messages_during_recovery_are_buffered_then_flushed_after_history_w
     cmd = subscribe(s, since=since(2))
     s.begin_subscribe(cmd)
     assert [s.deliver(pub(ROOM, n)) for n in (6, 7)] == [False, False]
-    s.complete_subscribe(cmd, history(ROOM, offset=off(5), recovered=True,
-                                      messages=[pub(ROOM, 3), pub(ROOM, 4), pub(ROOM, 5)]))
+    s.complete_subscribe(
+        cmd, history(ROOM, offset=off(5), recovered=True, messages=[pub(ROOM, 3), pub(ROOM, 4), pub(ROOM, 5)])
+    )
     frames = drain(s)
     assert frames[0]["type"] == "subscribed" and frames[0]["missed"] == 3
     assert offsets(frames) == [off(n) for n in (3, 4, 5, 6, 7)]
@@ -203,8 +224,9 @@ def test_a_live_message_also_in_history_is_sent_once() -> None:
     s.begin_subscribe(cmd)
     for n in (4, 5, 6):
         assert s.deliver(pub(ROOM, n)) is False
-    s.complete_subscribe(cmd, history(ROOM, offset=off(5), recovered=True,
-                                      messages=[pub(ROOM, 3), pub(ROOM, 4), pub(ROOM, 5)]))
+    s.complete_subscribe(
+        cmd, history(ROOM, offset=off(5), recovered=True, messages=[pub(ROOM, 3), pub(ROOM, 4), pub(ROOM, 5)])
+    )
     assert offsets(drain(s)) == [off(n) for n in (3, 4, 5, 6)]
 
 
@@ -229,8 +251,9 @@ def test_msgs_out_counts_only_the_messages_actually_sent_after_recovery() -> Non
     for n in (4, 5, 6):
         s.deliver(pub(ROOM, n))
     before = s.msgs_out
-    s.complete_subscribe(cmd, history(ROOM, offset=off(5), recovered=True,
-                                      messages=[pub(ROOM, 3), pub(ROOM, 4), pub(ROOM, 5)]))
+    s.complete_subscribe(
+        cmd, history(ROOM, offset=off(5), recovered=True, messages=[pub(ROOM, 3), pub(ROOM, 4), pub(ROOM, 5)])
+    )
     sent = len(offsets(drain(s)))
     assert sent == 4
     assert s.msgs_out - before == sent
@@ -253,11 +276,20 @@ def test_resume_after_epoch_change_reports_not_recovered() -> None:
     s = open_session()
     cmd = subscribe(s, since=since(9, "e1"))
     s.begin_subscribe(cmd)
-    s.complete_subscribe(cmd, history(ROOM, epoch="e2", offset=off(2), recovered=False,
-                                      messages=[pub(ROOM, 1, epoch="e2"), pub(ROOM, 2, epoch="e2")]))
+    s.complete_subscribe(
+        cmd,
+        history(
+            ROOM,
+            epoch="e2",
+            offset=off(2),
+            recovered=False,
+            messages=[pub(ROOM, 1, epoch="e2"), pub(ROOM, 2, epoch="e2")],
+        ),
+    )
     frames = drain(s)
-    assert frames == [{"type": "subscribed", "channel": ROOM, "epoch": "e2", "offset": off(2),
-                       "recovered": False, "missed": 0}]
+    assert frames == [
+        {"type": "subscribed", "channel": ROOM, "epoch": "e2", "offset": off(2), "recovered": False, "missed": 0}
+    ]
     assert s.deliver(pub(ROOM, 3, epoch="e2")) is True
 
 
@@ -266,8 +298,16 @@ def test_resume_reports_not_recovered_when_the_history_epoch_differs_from_since(
     s = open_session()
     cmd = subscribe(s, since=since(9, "e1"))
     s.begin_subscribe(cmd)
-    s.complete_subscribe(cmd, history(ROOM, epoch="e2", offset=off(2), recovered=True,
-                                      messages=[pub(ROOM, 1, epoch="e2"), pub(ROOM, 2, epoch="e2")]))
+    s.complete_subscribe(
+        cmd,
+        history(
+            ROOM,
+            epoch="e2",
+            offset=off(2),
+            recovered=True,
+            messages=[pub(ROOM, 1, epoch="e2"), pub(ROOM, 2, epoch="e2")],
+        ),
+    )
     [frame] = drain(s)
     assert frame["recovered"] is False and frame["missed"] == 0 and frame["epoch"] == "e2"
 
@@ -377,8 +417,9 @@ def test_resuming_the_personal_channel_sends_the_gap_then_the_held_messages_once
     cmd = subscribe(s, "user:alice", since=since(2))
     assert s.begin_subscribe(cmd) is False
     assert s.deliver(pub("user:alice", 5)) is False
-    s.complete_subscribe(cmd, history("user:alice", offset=off(4), recovered=True,
-                                      messages=[pub("user:alice", 3), pub("user:alice", 4)]))
+    s.complete_subscribe(
+        cmd, history("user:alice", offset=off(4), recovered=True, messages=[pub("user:alice", 3), pub("user:alice", 4)])
+    )
     frames = drain(s)
     assert frames[0]["type"] == "subscribed" and frames[0]["recovered"] is True
     assert offsets(frames[1:]) == [off(3), off(4), off(5)]
@@ -620,7 +661,9 @@ def test_answered_pings_keep_the_session_alive() -> None:
     assert s.state is State.OPEN
 
 
-def _idle_run(s: Session, until: float, *, deliver_at: float | None = None, ping_at: float | None = None) -> float | None:
+def _idle_run(
+    s: Session, until: float, *, deliver_at: float | None = None, ping_at: float | None = None
+) -> float | None:
     """Tick once a second (answering pings) until `until`; the time of a CLOSE, if any."""
     t = NOW
     while t < NOW + until:
@@ -679,7 +722,6 @@ def test_a_reply_within_max_reply_size_is_sent_with_the_id() -> None:
     cmd = send(s, {"type": "who", "channel": ROOM, "id": 12})
     s.reply(cmd, {"type": "who", "channel": ROOM, "clients": []})
     assert drain(s) == [{"type": "who", "channel": ROOM, "clients": [], "id": 12}]
-
 
 
 def test_a_failed_resume_of_a_live_subscription_keeps_its_position_and_live_messages() -> None:

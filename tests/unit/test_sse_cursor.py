@@ -186,8 +186,9 @@ def test_resume_sends_the_missed_events_then_the_buffered_ones_each_once() -> No
     p6 = pub("room:1", 6)
     for p in (pub("room:1", 4), pub("room:1", 5), p6):
         assert s.deliver(p, b"ignored") is None  # recovering: buffered
-    result = history("room:1", offset=off(5), recovered=True,
-                     messages=[pub("room:1", 3), pub("room:1", 4), pub("room:1", 5)])
+    result = history(
+        "room:1", offset=off(5), recovered=True, messages=[pub("room:1", 3), pub("room:1", 4), pub("room:1", 5)]
+    )
     events, recovered = s.complete("room:1", result, since)
     assert recovered is True
     parsed = [split_event(e) for e in events]
@@ -211,8 +212,9 @@ def test_resume_from_a_cursor_continues_without_gap_or_duplicate() -> None:
     since = positions[channel_tag("room:1")]
     again = SseStream()
     again.start("room:1", since)
-    result = history("room:1", offset=off(4), recovered=True,
-                     messages=[pub("room:1", 2), pub("room:1", 3), pub("room:1", 4)])
+    result = history(
+        "room:1", offset=off(4), recovered=True, messages=[pub("room:1", 2), pub("room:1", 3), pub("room:1", 4)]
+    )
     events, recovered = again.complete("room:1", result, since)
     assert recovered is True
     assert [split_event(e)[2]["offset"] for e in events] == [off(3), off(4)]
@@ -223,8 +225,13 @@ def test_resume_across_an_epoch_change_reports_not_recovered() -> None:
     s = SseStream()
     since = Position(off(9), "e1")
     s.start("room:1", since)
-    result = history("room:1", epoch="e2", offset=off(2), recovered=False,
-                     messages=[pub("room:1", 1, epoch="e2"), pub("room:1", 2, epoch="e2")])
+    result = history(
+        "room:1",
+        epoch="e2",
+        offset=off(2),
+        recovered=False,
+        messages=[pub("room:1", 1, epoch="e2"), pub("room:1", 2, epoch="e2")],
+    )
     events, recovered = s.complete("room:1", result, since)
     assert events == [] and recovered is False
     assert decode_cursor(s.cursor().decode()) == {channel_tag("room:1"): Position(off(2), "e2")}

@@ -30,8 +30,16 @@ Event = tuple[int, Any]
 # ==============================================================================================
 
 
-def client_frame(op: int, payload: bytes, *, fin: bool = True, mask: bytes = b"\x37\xfa\x21\x3d", rsv: int = 0,
-                 masked: bool = True, length: int | None = None) -> bytes:
+def client_frame(
+    op: int,
+    payload: bytes,
+    *,
+    fin: bool = True,
+    mask: bytes = b"\x37\xfa\x21\x3d",
+    rsv: int = 0,
+    masked: bool = True,
+    length: int | None = None,
+) -> bytes:
     """One client frame (RFC 6455 §5.2), shortest length encoding unless `length` is forced."""
     n = len(payload) if length is None else length
     b0 = (0x80 if fin else 0) | (rsv << 4) | op
@@ -153,8 +161,9 @@ def streams(draw: st.DrawFn, max_messages: int = 6) -> tuple[bytes, list[Event]]
 
 @FUZZ
 @given(streams(), st.lists(st.integers(min_value=0), max_size=30))
-def test_any_chunking_decodes_to_the_messages_wsproto_decodes(stream: tuple[bytes, list[Event]],
-                                                              cuts: list[int]) -> None:
+def test_any_chunking_decodes_to_the_messages_wsproto_decodes(
+    stream: tuple[bytes, list[Event]], cuts: list[int]
+) -> None:
     """Random messages split at random chunk boundaries decode to exactly what was sent, in order."""
     data, expected = stream
     reader = FrameReader(BIG)
@@ -167,13 +176,14 @@ def test_feeding_one_byte_at_a_time_decodes_the_same_messages(stream: tuple[byte
     """The worst segmentation: every byte in its own feed() call."""
     data, expected = stream
     reader = FrameReader(BIG)
-    assert feed_chunks(reader, [data[i:i + 1] for i in range(len(data))]) == expected
+    assert feed_chunks(reader, [data[i : i + 1] for i in range(len(data))]) == expected
 
 
 @FUZZ
 @given(streams(), st.lists(st.integers(min_value=0), max_size=10))
-def test_an_idle_reader_holds_no_bytes_between_complete_messages(stream: tuple[bytes, list[Event]],
-                                                                 cuts: list[int]) -> None:
+def test_an_idle_reader_holds_no_bytes_between_complete_messages(
+    stream: tuple[bytes, list[Event]], cuts: list[int]
+) -> None:
     """Once every fed frame is complete the reader keeps no buffer and no fragments (an idle
     connection holds no parser state); in between it keeps only what is incomplete."""
     data, _expected = stream
@@ -199,7 +209,7 @@ def test_frames_made_by_the_wsproto_client_decode(messages: list[tuple[str, int]
     expected: list[Event] = []
     for text, n in messages:
         step = max(1, len(text) // n)
-        chunks = [text[i:i + step] for i in range(0, len(text), step)] or [""]
+        chunks = [text[i : i + step] for i in range(0, len(text), step)] or [""]
         for i, chunk in enumerate(chunks):
             data += client.send_data(chunk, fin=i == len(chunks) - 1)
         data += client.ping(text.encode()[:125])
@@ -220,9 +230,13 @@ def test_every_length_encoding_is_read(size: int) -> None:
 def test_a_multibyte_character_straddling_two_fragments_is_valid_text() -> None:
     """'é' (C3 A9) and '€' (E2 82 AC) cut inside their encodings, across three frames."""
     raw = "é€".encode()
-    data = (client_frame(OP_TEXT, raw[:1], fin=False) + client_frame(OP_CONT, raw[1:3], fin=False)
-            + client_frame(OP_PING, b"p") + client_frame(OP_CONT, raw[3:]))
-    for chunks in ([data], [data[i:i + 1] for i in range(len(data))]):
+    data = (
+        client_frame(OP_TEXT, raw[:1], fin=False)
+        + client_frame(OP_CONT, raw[1:3], fin=False)
+        + client_frame(OP_PING, b"p")
+        + client_frame(OP_CONT, raw[3:])
+    )
+    for chunks in ([data], [data[i : i + 1] for i in range(len(data))]):
         assert feed_chunks(FrameReader(BIG), chunks) == [(OP_PING, b"p"), (OP_TEXT, "é€")]
 
 
@@ -251,8 +265,9 @@ def test_an_oversized_frame_is_refused_from_its_header_alone(length: int) -> Non
 @given(st.lists(st.integers(0, 60), min_size=1, max_size=6), st.integers(1, 200))
 def test_the_limit_applies_to_the_whole_fragmented_message(sizes: list[int], limit: int) -> None:
     """Fragments add up: 1009 as soon as the headers seen so far exceed the limit, else the message."""
-    frames = [client_frame(OP_BINARY if i == 0 else OP_CONT, b"y" * n, fin=i == len(sizes) - 1)
-              for i, n in enumerate(sizes)]
+    frames = [
+        client_frame(OP_BINARY if i == 0 else OP_CONT, b"y" * n, fin=i == len(sizes) - 1) for i, n in enumerate(sizes)
+    ]
     reader = FrameReader(limit)
     total = 0
     for frame, n in zip(frames, sizes):
@@ -269,14 +284,16 @@ def test_the_limit_applies_to_the_whole_fragmented_message(sizes: list[int], lim
 def test_the_size_of_one_message_does_not_count_against_the_next() -> None:
     reader = FrameReader(10)
     for _ in range(5):
-        assert reader.feed(client_frame(OP_TEXT, b"a" * 5, fin=False) + client_frame(OP_CONT, b"b" * 5)) == \
-            [(OP_TEXT, "a" * 5 + "b" * 5)]
+        assert reader.feed(client_frame(OP_TEXT, b"a" * 5, fin=False) + client_frame(OP_CONT, b"b" * 5)) == [
+            (OP_TEXT, "a" * 5 + "b" * 5)
+        ]
 
 
 def test_control_frames_do_not_count_against_the_message_size() -> None:
     reader = FrameReader(10)
-    data = (client_frame(OP_TEXT, b"a" * 5, fin=False) + client_frame(OP_PING, b"p" * 100)
-            + client_frame(OP_CONT, b"b" * 5))
+    data = (
+        client_frame(OP_TEXT, b"a" * 5, fin=False) + client_frame(OP_PING, b"p" * 100) + client_frame(OP_CONT, b"b" * 5)
+    )
     assert reader.feed(data) == [(OP_PING, b"p" * 100), (OP_TEXT, "a" * 5 + "b" * 5)]
 
 
@@ -345,13 +362,17 @@ def test_a_64_bit_length_with_the_top_bit_set_is_1002() -> None:
 
 @FUZZ
 @given(streams(max_messages=3), st.integers(min_value=0), st.sampled_from(["mask", "rsv", "opcode", "cont"]))
-def test_one_bad_frame_after_valid_ones_is_refused_like_wsproto_does(stream: tuple[bytes, list[Event]], pick: int,
-                                                                    fault: str) -> None:
+def test_one_bad_frame_after_valid_ones_is_refused_like_wsproto_does(
+    stream: tuple[bytes, list[Event]], pick: int, fault: str
+) -> None:
     """Whatever came before, the first broken frame is a 1002, as wsproto says too."""
     data, _ = stream
-    bad = {"mask": client_frame(OP_TEXT, b"x", masked=False), "rsv": client_frame(OP_BINARY, b"x", rsv=1 + pick % 7),
-           "opcode": client_frame([3, 4, 5, 6, 7, 11, 12, 13, 14, 15][pick % 10], b"x"),
-           "cont": client_frame(OP_CONT, b"x")}[fault]
+    bad = {
+        "mask": client_frame(OP_TEXT, b"x", masked=False),
+        "rsv": client_frame(OP_BINARY, b"x", rsv=1 + pick % 7),
+        "opcode": client_frame([3, 4, 5, 6, 7, 11, 12, 13, 14, 15][pick % 10], b"x"),
+        "cont": client_frame(OP_CONT, b"x"),
+    }[fault]
     with pytest.raises(FrameError) as info:
         feed_chunks(FrameReader(BIG), split(data + bad, [pick]))
     assert info.value.code == 1002 == reference_error_code(data + bad)
@@ -362,10 +383,20 @@ def test_one_bad_frame_after_valid_ones_is_refused_like_wsproto_does(stream: tup
 # ==============================================================================================
 
 
-@pytest.mark.parametrize("raw", [b"\xff", b"\xc3", b"\xc3\x28", b"\xe2\x82", b"\xed\xa0\x80", b"\xc0\xaf",
-                                 b"\xf4\x90\x80\x80", b"ok\x80"],
-                         ids=["ff", "truncated-2", "bad-continuation", "truncated-3", "surrogate", "overlong",
-                              "over-max", "stray-continuation"])
+@pytest.mark.parametrize(
+    "raw",
+    [b"\xff", b"\xc3", b"\xc3\x28", b"\xe2\x82", b"\xed\xa0\x80", b"\xc0\xaf", b"\xf4\x90\x80\x80", b"ok\x80"],
+    ids=[
+        "ff",
+        "truncated-2",
+        "bad-continuation",
+        "truncated-3",
+        "surrogate",
+        "overlong",
+        "over-max",
+        "stray-continuation",
+    ],
+)
 def test_invalid_utf8_text_is_1007(raw: bytes) -> None:
     data = client_frame(OP_TEXT, raw)
     with pytest.raises(FrameError) as info:
@@ -379,13 +410,17 @@ def test_invalid_utf8_is_not_a_problem_in_a_binary_message() -> None:
 
 
 @FUZZ
-@given(st.binary(max_size=40), st.lists(st.integers(min_value=0), max_size=3), st.lists(st.integers(min_value=0),
-                                                                                        max_size=8))
+@given(
+    st.binary(max_size=40),
+    st.lists(st.integers(min_value=0), max_size=3),
+    st.lists(st.integers(min_value=0), max_size=8),
+)
 def test_text_is_1007_exactly_when_wsproto_finds_it_invalid(raw: bytes, frags: list[int], cuts: list[int]) -> None:
     """Random bytes as a (fragmented) text message: valid or 1007, the same verdict as wsproto's."""
     pieces = split(raw, frags)
-    data = b"".join(client_frame(OP_TEXT if i == 0 else OP_CONT, p, fin=i == len(pieces) - 1)
-                    for i, p in enumerate(pieces))
+    data = b"".join(
+        client_frame(OP_TEXT if i == 0 else OP_CONT, p, fin=i == len(pieces) - 1) for i, p in enumerate(pieces)
+    )
     try:
         got: list[Event] | int = feed_chunks(FrameReader(BIG), split(data, cuts))
     except FrameError as exc:
@@ -427,11 +462,13 @@ def test_a_close_code_a_peer_may_not_send_is_1002(code: int) -> None:
     assert info.value.code == 1002
 
 
-@pytest.mark.parametrize("code", [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 3000, 3999,
-                                  4000, 4999])
+@pytest.mark.parametrize(
+    "code", [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 3000, 3999, 4000, 4999]
+)
 def test_a_valid_close_code_and_its_utf8_reason_are_returned(code: int) -> None:
-    assert FrameReader(BIG).feed(close_frame(code, "au revoir, ça va".encode())) == \
-        [(OP_CLOSE, (code, "au revoir, ça va"))]
+    assert FrameReader(BIG).feed(close_frame(code, "au revoir, ça va".encode())) == [
+        (OP_CLOSE, (code, "au revoir, ça va"))
+    ]
 
 
 def test_a_close_reason_that_is_not_utf8_is_1007() -> None:
@@ -441,9 +478,16 @@ def test_a_close_reason_that_is_not_utf8_is_1007() -> None:
     assert info.value.code == 1007 == reference_error_code(data)
 
 
-@pytest.mark.parametrize("after", [client_frame(OP_TEXT, b"late"), client_frame(OP_TEXT, b"x", masked=False),
-                                   b"\xff\xff\xff garbage", client_frame(OP_CONT, b"x")],
-                         ids=["message", "unmasked", "garbage", "continuation"])
+@pytest.mark.parametrize(
+    "after",
+    [
+        client_frame(OP_TEXT, b"late"),
+        client_frame(OP_TEXT, b"x", masked=False),
+        b"\xff\xff\xff garbage",
+        client_frame(OP_CONT, b"x"),
+    ],
+    ids=["message", "unmasked", "garbage", "continuation"],
+)
 def test_nothing_after_a_close_frame_is_returned_or_parsed(after: bytes) -> None:
     """Frames (or junk) behind the close frame in the same read are ignored, not errors."""
     data = client_frame(OP_TEXT, b"before") + close_frame(1000) + after
@@ -476,11 +520,20 @@ def test_close_payload_fits_a_control_frame_and_never_splits_a_character(code: i
     assert int.from_bytes(payload[:2], "big") == code
     kept = payload[2:].decode("utf-8")  # raises if a character was cut
     assert reason.startswith(kept)
-    assert kept == reason or len(reason[:len(kept) + 1].encode()) > 123  # nothing dropped that would fit
+    assert kept == reason or len(reason[: len(kept) + 1].encode()) > 123  # nothing dropped that would fit
 
 
-@pytest.mark.parametrize("reason,kept", [("a" * 123, 123), ("a" * 124, 123), ("a" * 122 + "é", 122),
-                                         ("a" * 121 + "é", 123), ("a" * 121 + "😀", 121), ("😀" * 40, 120)])
+@pytest.mark.parametrize(
+    "reason,kept",
+    [
+        ("a" * 123, 123),
+        ("a" * 124, 123),
+        ("a" * 122 + "é", 122),
+        ("a" * 121 + "é", 123),
+        ("a" * 121 + "😀", 121),
+        ("😀" * 40, 120),
+    ],
+)
 def test_close_payload_truncation_at_the_123_byte_boundary(reason: str, kept: int) -> None:
     payload = close_payload(1000, reason)
     assert len(payload) - 2 == kept
@@ -521,7 +574,7 @@ def test_an_empty_fragment_flood_is_refused_after_the_bound_whatever_the_chunkin
     reader = FrameReader(BIG)
     flood = client_frame(OP_TEXT, b"", fin=False) + client_frame(OP_CONT, b"", fin=False) * (MAX_FRAGMENTS * 4)
     with pytest.raises(FrameError) as err:
-        feed_chunks(reader, [flood[i:i + 1000] for i in range(0, len(flood), 1000)])
+        feed_chunks(reader, [flood[i : i + 1000] for i in range(0, len(flood), 1000)])
     assert err.value.code == 1009
 
 
@@ -561,5 +614,5 @@ def test_a_first_message_over_its_limit_is_1009_from_the_headers(frames: int) ->
     size = MAX_AUTH_MESSAGE // frames + 1
     data = fragments(frames, size)
     with pytest.raises(FrameError) as err:
-        reader.feed(data[:len(data) - size])  # the payload of the last frame is never needed
+        reader.feed(data[: len(data) - size])  # the payload of the last frame is never needed
     assert err.value.code == 1009
