@@ -173,10 +173,12 @@ export interface WebSocketLike {
   readonly readyState: number;
   readonly protocol: string;
   binaryType: string;
-  onopen: ((ev: any) => unknown) | null;
-  onmessage: ((ev: { data: unknown }) => unknown) | null;
-  onclose: ((ev: { code: number; reason: string }) => unknown) | null;
-  onerror: ((ev: any) => unknown) | null;
+  // Handlers take `any`: the browser's, undici's and ws's event types differ (the client reads
+  // `data` of a message event and `code` of a close event).
+  onopen: ((ev: any) => void) | null;
+  onmessage: ((ev: any) => void) | null;
+  onclose: ((ev: any) => void) | null;
+  onerror: ((ev: any) => void) | null;
   send(data: string | Uint8Array): void;
   close(code?: number, reason?: string): void;
 }
