@@ -69,3 +69,66 @@ def test_node_client_in_a_cluster_survives_kill_9_and_drain(built: None,
     }
     _check(_node("--test", "--test-reporter=tap", "test/cluster.test.mjs",
                  env={"HERALD_CLUSTER": json.dumps(spec)}, timeout=240))
+
+
+_SMOKE = """
+import { HeraldClient } from "herald-client";
+import WebSocket from "%(ws)s";
+const [url, token] = process.argv.slice(2);
+const client = new HeraldClient({ url, token, websocket: WebSocket });
+const sub = client.subscribe("room:packed");
+client.connect();
+await sub;
+const got = new Promise((resolve) => sub.on("message", resolve));
+await fetch(url + "/api/publish", { method: "POST", headers: { Authorization: "apikey dev-key" },
+                                   body: JSON.stringify({ channel: "room:packed", data: { ok: 1 } }) });
+console.log(JSON.stringify((await got).data));
+client.close();
+"""
+
+_APP_TS = """
+import { HeraldClient, type Message } from "herald-client";
+const client = new HeraldClient({ url: "http://localhost:8000", token: "t" });
+const sub = client.subscribe<{ ok: number }>("room:packed");
+sub.on("message", (m: Message<{ ok: number }>) => console.log(m.data.ok + 1));
+client.connect();
+"""
+
+
+def test_npm_pack_installs_into_an_empty_project_and_works_there(built: None, tmp_path: Path) -> None:
+    """The tarball `npm pack` makes installs (offline: no dependencies) into an empty project,
+    whose TypeScript type-checks against the shipped .d.ts and whose Node script talks to herald."""
+    from tests.conftest import make_token
+    from tests.e2e.server import start_herald
+
+    npm = shutil.which("npm")
+    assert npm is not None, "npm is missing next to node"
+    out = subprocess.run([npm, "pack", "--pack-destination", str(tmp_path), "--loglevel=error"], cwd=PACKAGE,
+                         capture_output=True, text=True, timeout=seconds(120))
+    assert out.returncode == 0, out.stderr
+    (tarball,) = tmp_path.glob("herald-client-*.tgz")
+    project = tmp_path / "app"
+    project.mkdir()
+    (project / "package.json").write_text(json.dumps({"name": "app", "version": "1.0.0", "type": "module"}))
+    out = subprocess.run([npm, "install", "--offline", "--no-audit", "--no-fund", "--loglevel=error", str(tarball)],
+                         cwd=project, capture_output=True, text=True, timeout=seconds(120))
+    assert out.returncode == 0, out.stderr
+    installed = json.loads((project / "node_modules" / "herald-client" / "package.json").read_text())
+    assert not installed.get("dependencies"), "the package has no runtime dependencies"
+
+    (project / "app.ts").write_text(_APP_TS)
+    tsc = PACKAGE / "node_modules" / "typescript" / "bin" / "tsc"
+    _check(_node(str(tsc), "--strict", "--noEmit", "--target", "es2022", "--module", "esnext",
+                 "--moduleResolution", "bundler", "--lib", "es2022,dom", str(project / "app.ts")))
+
+    ws = (PACKAGE / "node_modules" / "ws" / "wrapper.mjs").as_uri()
+    (project / "smoke.mjs").write_text(_SMOKE % {"ws": ws})
+    server = start_herald()
+    try:
+        assert NODE is not None
+        out = subprocess.run([NODE, "smoke.mjs", server.http, make_token("packed")], cwd=project,
+                             capture_output=True, text=True, timeout=seconds(60))
+    finally:
+        server.stop()
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.strip() == '{"ok":1}'
