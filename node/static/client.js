@@ -636,7 +636,7 @@ var HeraldClient = class extends Emitter {
     st.inflight = false;
     st.asked = null;
     const sub = st.sub, waiting = !!sub?._waiting();
-    if (!waiting && st.subscribed && (err.code === 429 || err.code >= 500)) {
+    if (st.subscribed && (err.code === 429 || err.code >= 500)) {
       const seq = this._seq;
       setTimeout(() => {
         if (seq === this._seq && this.channels.get(channel) === st && !st.live) this._sendSubscribe(channel);

@@ -450,8 +450,9 @@ export class HeraldClient extends Emitter<ClientEvents> {
     st.inflight = false;
     st.asked = null;
     const sub = st.sub, waiting = !!sub?._waiting();
-    if (!waiting && st.subscribed && (err.code === 429 || err.code >= 500)) {
-      // A resume hit a transient error: the same resume, later, on this connection.
+    if (st.subscribed && (err.code === 429 || err.code >= 500)) {
+      // Rate limited (1,000 channels resubscribed at once) or the engine unavailable: the channel
+      // stays held and the same subscribe goes out again later, on this connection.
       const seq = this._seq;
       setTimeout(() => {
         if (seq === this._seq && this.channels.get(channel) === st && !st.live) this._sendSubscribe(channel);

@@ -283,3 +283,22 @@ describe("across a herald dev restart", () => {
     });
   }
 });
+
+describe("against a rate-limited herald dev", () => {
+  let server;
+  before(async () => { server = await startHerald(["--client-rate", "20", "--client-burst", "5"]); });
+  after(async () => { await server?.stop(); });
+
+  test("subscribes refused with 429 (30 channels at once) are sent again later until every one is live", async () => {
+    const client = newClient({ url: server.http, token: makeToken("many"), minDelayMs: 200 });
+    const rec = record(client);
+    const subs = range(0, 30).map((i) => client.subscribe(`news:many-${i}`));
+    client.connect();
+    await Promise.all(subs.map((s) => s.ready(seconds(15))));
+    assert.ok(subs.every((s) => s.state === "subscribed"));
+    assert.deepEqual(rec.errors, []);
+    await publish(server, "news:many-29", [1]);
+    await eventually(() => rec.data("news:many-29").length === 1, "a message on the last channel");
+    client.close();
+  });
+});
