@@ -242,6 +242,7 @@ function clean(msg) {
   return out;
 }
 var HeraldClient = class extends Emitter {
+  // when the last frame or ping came
   constructor(options = {}) {
     super();
     /** Extra SSE event names to listen for (custom `event` values of messages). */
@@ -283,6 +284,10 @@ var HeraldClient = class extends Emitter {
     this._refused = null;
     // the token a 4001 refused
     this._mp = null;
+    // `connected` in time, then liveness
+    this._pings = false;
+    // the WebSocket shows the server's pings (Node's ws does)
+    this._lastSeen = 0;
     const o = this._opts = options;
     this.token = o.token || "";
     this.getToken = o.getToken || null;
@@ -444,8 +449,15 @@ var HeraldClient = class extends Emitter {
     ws.onerror = () => {
     };
     ws.onmessage = (ev) => {
-      if (this._ws === ws) this._onFrame(this._decode(ev.data));
+      if (this._ws !== ws) return;
+      this._lastSeen = Date.now();
+      this._onFrame(this._decode(ev.data));
     };
+    const emitter = ws;
+    this._pings = typeof emitter.on === "function";
+    if (this._pings) emitter.on("ping", () => {
+      this._lastSeen = Date.now();
+    });
     ws.onclose = (ev) => {
       if (this._ws === ws) this._onWsClose(ev.code, opened);
     };
@@ -546,6 +558,7 @@ var HeraldClient = class extends Emitter {
   }
   _onConnected(f) {
     clearTimeout(this._connectTimer);
+    if (this._pings && f.ping_interval > 0) this._watch(this._ws, f.ping_interval);
     this.user = f.user;
     this.clientId = f.client;
     this.node = f.node ?? null;
@@ -565,6 +578,18 @@ var HeraldClient = class extends Emitter {
     for (const p of this._queued.splice(0)) this._sendRequest(p);
     this._scheduleRefresh();
     this._emit("connected", f);
+  }
+  /** The server pings every `interval` s: nothing for two intervals (and 5 s) means it is gone
+   * without a FIN (a partition, a frozen host). Only where pings are visible (Node's `ws`). */
+  _watch(ws, interval) {
+    const limit = (2 * interval + 5) * 1e3;
+    const tick = () => {
+      if (this._ws !== ws) return;
+      if (Date.now() - this._lastSeen <= limit) return void (this._connectTimer = setTimeout(tick, limit / 4));
+      this._teardown();
+      this._onWsClose(1006, true);
+    };
+    this._connectTimer = setTimeout(tick, limit / 4);
   }
   _resuming() {
     for (const st of this.channels.values()) if (st.inflight) return true;
@@ -843,7 +868,7 @@ var HeraldClient = class extends Emitter {
     this._teardown();
     const ES = this._EventSource();
     if (!ES) {
-      this._emit("error", { code: 0, message: "no EventSource: pass the eventsource option" });
+      this._emit("error", { code: 0, message: "no WebSocket or EventSource here: pass the websocket or eventsource option" });
       return this._final(0, "no transport");
     }
     const sub = jwtClaims(this.token).sub;

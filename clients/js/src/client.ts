@@ -98,7 +98,9 @@ export class HeraldClient extends Emitter<ClientEvents> {
   private _mp: MsgpackCodec | null = null;
   private _timer?: ReturnType<typeof setTimeout>;
   private _refreshTimer?: ReturnType<typeof setTimeout>;
-  private _connectTimer?: ReturnType<typeof setTimeout>;
+  private _connectTimer?: ReturnType<typeof setTimeout>; // `connected` in time, then liveness
+  private _pings = false;                // the WebSocket shows the server's pings (Node's ws does)
+  private _lastSeen = 0;                 // when the last frame or ping came
 
   constructor(options: ClientOptions = {}) {
     super();
@@ -267,7 +269,14 @@ export class HeraldClient extends Emitter<ClientEvents> {
     ws.binaryType = "arraybuffer";
     ws.onopen = () => { opened = true; };
     ws.onerror = () => {};
-    ws.onmessage = (ev) => { if (this._ws === ws) this._onFrame(this._decode(ev.data)); };
+    ws.onmessage = (ev) => {
+      if (this._ws !== ws) return;
+      this._lastSeen = Date.now();
+      this._onFrame(this._decode(ev.data));
+    };
+    const emitter = ws as unknown as { on?: (name: string, fn: () => void) => void };
+    this._pings = typeof emitter.on === "function";
+    if (this._pings) emitter.on!("ping", () => { this._lastSeen = Date.now(); });
     ws.onclose = (ev) => { if (this._ws === ws) this._onWsClose(ev.code, opened); };
     this._connectTimer = setTimeout(() => {
       if (this._ws !== ws || this._ready) return;
@@ -369,6 +378,7 @@ export class HeraldClient extends Emitter<ClientEvents> {
 
   private _onConnected(f: ConnectedFrame): void {
     clearTimeout(this._connectTimer);
+    if (this._pings && f.ping_interval > 0) this._watch(this._ws!, f.ping_interval);
     this.user = f.user;
     this.clientId = f.client;
     this.node = f.node ?? null;
@@ -388,6 +398,19 @@ export class HeraldClient extends Emitter<ClientEvents> {
     for (const p of this._queued.splice(0)) this._sendRequest(p);
     this._scheduleRefresh();
     this._emit("connected", f);
+  }
+
+  /** The server pings every `interval` s: nothing for two intervals (and 5 s) means it is gone
+   * without a FIN (a partition, a frozen host). Only where pings are visible (Node's `ws`). */
+  private _watch(ws: WebSocketLike, interval: number): void {
+    const limit = (2 * interval + 5) * 1000;
+    const tick = () => {
+      if (this._ws !== ws) return;
+      if (Date.now() - this._lastSeen <= limit) return void (this._connectTimer = setTimeout(tick, limit / 4));
+      this._teardown();
+      this._onWsClose(1006, true);
+    };
+    this._connectTimer = setTimeout(tick, limit / 4);
   }
 
   private _resuming(): boolean {
@@ -652,7 +675,7 @@ export class HeraldClient extends Emitter<ClientEvents> {
     this._teardown();
     const ES = this._EventSource();
     if (!ES) {
-      this._emit("error", { code: 0, message: "no EventSource: pass the eventsource option" });
+      this._emit("error", { code: 0, message: "no WebSocket or EventSource here: pass the websocket or eventsource option" });
       return this._final(0, "no transport");
     }
     const sub = jwtClaims(this.token).sub; // SSE has no `connected` frame
