@@ -14,15 +14,18 @@ var Emitter = class {
     return this;
   }
   off(type, fn) {
-    this._listeners.get(type)?.delete(fn);
+    const set = this._listeners.get(type);
+    if (set) {
+      for (const l of set) if (l === fn || l._fn === fn) set.delete(l);
+    }
     return this;
   }
-  /** Call `fn` with the next `type` event only. */
+  /** Call `fn` with the next `type` event only (`off(type, fn)` cancels it). */
   once(type, fn) {
-    const wrapper = (p) => {
+    const wrapper = Object.assign((p) => {
       this.off(type, wrapper);
       fn(p);
-    };
+    }, { _fn: fn });
     return this.on(type, wrapper);
   }
   _emit(type, payload) {

@@ -14,13 +14,14 @@ export class Emitter<M extends object> {
   }
 
   off<K extends keyof M>(type: K, fn: Listener<M[K]>): this {
-    this._listeners.get(type)?.delete(fn);
+    const set = this._listeners.get(type);
+    if (set) for (const l of set) if (l === fn || (l as { _fn?: unknown })._fn === fn) set.delete(l);
     return this;
   }
 
-  /** Call `fn` with the next `type` event only. */
+  /** Call `fn` with the next `type` event only (`off(type, fn)` cancels it). */
   once<K extends keyof M>(type: K, fn: Listener<M[K]>): this {
-    const wrapper: Listener<M[K]> = (p) => { this.off(type, wrapper); fn(p); };
+    const wrapper = Object.assign((p: M[K]) => { this.off(type, wrapper); fn(p); }, { _fn: fn });
     return this.on(type, wrapper);
   }
 

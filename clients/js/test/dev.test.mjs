@@ -186,6 +186,31 @@ describe("against one herald dev", () => {
     client.close();
   });
 
+  test("a frame over the server's limit: 1009 is reported, the request fails, the client reconnects", async () => {
+    const client = newClient({ url: server.http, token: makeToken("big") });
+    const rec = record(client);
+    client.connect();
+    await nextEvent(client, "connected");
+    const again = nextEvent(client, "connected");
+    await assert.rejects(client.publish("room:big", "x".repeat(70 * 1024)), (e) => e.code === 1009);
+    await again;
+    assert.deepEqual(rec.errors.map((e) => e.code), [1009]);
+    assert.deepEqual(rec.states.filter((s) => s.state === "disconnected").map((s) => [s.code, s.reconnect]),
+                     [[1009, true]]);
+    client.close();
+  });
+
+  test("once() listens to one event, and off() cancels it", async () => {
+    const client = newClient({ url: server.http, token: makeToken("once") });
+    const seen = [];
+    const cancelled = () => seen.push("cancelled");
+    client.once("state", (s) => seen.push(s.state)).once("state", cancelled).off("state", cancelled);
+    client.connect();
+    await nextEvent(client, "connected");
+    assert.deepEqual(seen, ["connecting"]);
+    client.close();
+  });
+
   test("a request waits for a connection, within its timeout", async () => {
     // Nothing listens there (and no SSE fallback: a refused port looks like a stripped upgrade).
     const client = newClient({ url: "http://127.0.0.1:9", token: makeToken("nobody"), fallback: false });
@@ -301,4 +326,23 @@ describe("against a rate-limited herald dev", () => {
     await eventually(() => rec.data("news:many-29").length === 1, "a message on the last channel");
     client.close();
   });
+});
+
+test("too many connections for the user (4029): the reconnect starts a few rungs up the backoff", async () => {
+  const server = await startHerald(["--max-connections-per-user", "1"]);
+  try {
+    const first = newClient({ url: server.http, token: makeToken("solo") });
+    first.connect();
+    await nextEvent(first, "connected");
+    const second = newClient({ url: server.http, token: makeToken("solo"), random: () => 1, fallback: false });
+    second.connect();
+    const refused = await nextEvent(second, "state", (s) => s.state === "disconnected");
+    assert.equal(refused.code, 4029);
+    assert.equal(refused.reconnect, true);
+    assert.equal(refused.delayMs, 800); // 100 ms · 2^3: not at once (1013 is the same)
+    second.close();
+    first.close();
+  } finally {
+    await server.stop();
+  }
 });
