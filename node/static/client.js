@@ -245,7 +245,7 @@ function clean(msg) {
   return out;
 }
 var HeraldClient = class extends Emitter {
-  // when the last frame or ping came
+  // subscribes to send again
   constructor(options = {}) {
     super();
     /** Extra SSE event names to listen for (custom `event` values of messages). */
@@ -291,6 +291,8 @@ var HeraldClient = class extends Emitter {
     this._pings = false;
     // the WebSocket shows the server's pings (Node's ws does)
     this._lastSeen = 0;
+    // when the last frame or ping came
+    this._retries = /* @__PURE__ */ new Set();
     const o = this._opts = options;
     this.token = o.token || "";
     this.getToken = o.getToken || null;
@@ -405,6 +407,8 @@ var HeraldClient = class extends Emitter {
     this._ws = this._es = null;
     this._ready = false;
     clearTimeout(this._connectTimer);
+    for (const timer of this._retries) clearTimeout(timer);
+    this._retries.clear();
     if (ws) {
       ws.onopen = ws.onmessage = ws.onclose = null;
       ws.onerror = () => {
@@ -494,6 +498,8 @@ var HeraldClient = class extends Emitter {
     this._advice = null;
     clearTimeout(this._connectTimer);
     clearTimeout(this._refreshTimer);
+    for (const timer of this._retries) clearTimeout(timer);
+    this._retries.clear();
     this._settleInFlight(code);
     this._connectionEnded();
     if (this._stopped) return;
@@ -665,10 +671,11 @@ var HeraldClient = class extends Emitter {
     st.asked = null;
     const sub = st.sub, waiting = !!sub?._waiting();
     if (st.subscribed && (err.code === 429 || err.code >= 500)) {
-      const seq = this._seq;
-      setTimeout(() => {
-        if (seq === this._seq && this.channels.get(channel) === st && !st.live) this._sendSubscribe(channel);
+      const timer = setTimeout(() => {
+        this._retries.delete(timer);
+        if (this.channels.get(channel) === st && !st.live) this._sendSubscribe(channel);
       }, backoffDelay(st.retry++, this.minDelayMs, this.maxDelayMs, this.random));
+      this._retries.add(timer);
       return;
     }
     const ev = { type: "error", channel, code: err.code, message: err.message };

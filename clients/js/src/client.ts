@@ -101,6 +101,7 @@ export class HeraldClient extends Emitter<ClientEvents> {
   private _connectTimer?: ReturnType<typeof setTimeout>; // `connected` in time, then liveness
   private _pings = false;                // the WebSocket shows the server's pings (Node's ws does)
   private _lastSeen = 0;                 // when the last frame or ping came
+  private _retries = new Set<ReturnType<typeof setTimeout>>(); // subscribes to send again
 
   constructor(options: ClientOptions = {}) {
     super();
@@ -223,6 +224,8 @@ export class HeraldClient extends Emitter<ClientEvents> {
     this._ws = this._es = null;
     this._ready = false;
     clearTimeout(this._connectTimer);
+    for (const timer of this._retries) clearTimeout(timer);
+    this._retries.clear();
     if (ws) {
       ws.onopen = ws.onmessage = ws.onclose = null;
       ws.onerror = () => {}; // `ws` (Node) throws an 'error' nobody listens to
@@ -311,6 +314,8 @@ export class HeraldClient extends Emitter<ClientEvents> {
     this._ready = false;
     this._advice = null;
     clearTimeout(this._connectTimer); clearTimeout(this._refreshTimer);
+    for (const timer of this._retries) clearTimeout(timer);
+    this._retries.clear();
     this._settleInFlight(code);
     this._connectionEnded();
     if (this._stopped) return;
@@ -476,10 +481,11 @@ export class HeraldClient extends Emitter<ClientEvents> {
     if (st.subscribed && (err.code === 429 || err.code >= 500)) {
       // Rate limited (1,000 channels resubscribed at once) or the engine unavailable: the channel
       // stays held and the same subscribe goes out again later, on this connection.
-      const seq = this._seq;
-      setTimeout(() => {
-        if (seq === this._seq && this.channels.get(channel) === st && !st.live) this._sendSubscribe(channel);
+      const timer = setTimeout(() => {
+        this._retries.delete(timer);
+        if (this.channels.get(channel) === st && !st.live) this._sendSubscribe(channel);
       }, backoffDelay(st.retry++, this.minDelayMs, this.maxDelayMs, this.random));
+      this._retries.add(timer);
       return;
     }
     const ev = { type: "error" as const, channel, code: err.code, message: err.message };
