@@ -1,0 +1,1 @@
+from tests.cluster.conftest import cluster_factory, pytest_runtest_makereport  # noqa: F401 - fixtures
