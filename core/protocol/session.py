@@ -8,6 +8,10 @@ Subscribing follows DESIGN invariant 5: `begin_subscribe` registers the subscrip
 *recovering* state that buffers live publications; the adapter reads history; then
 `complete_subscribe` sends the missed messages and flushes the buffer, delivering only offsets
 greater than the last one delivered. Each (connection, channel) thus gets every offset once, in order.
+
+Over 400 lines on purpose: one state machine whose transitions share its state; what is not the
+state machine lives beside it (`subscription.py`: one channel's buffer and positions; `codec.py`,
+`envelope.py`, `closecodes.py`).
 """
 
 from __future__ import annotations

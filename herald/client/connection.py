@@ -6,6 +6,10 @@ transport (WebSocket, or SSE — for good once a WebSocket upgrade is refused an
 dispatcher, and when the connection ends apply the close-code policy (`policy.py`) with the
 backoff (`backoff.py`). Time and randomness come from the injected clock and random source.
 Requests from the application wait for an open connection (bounded by the request timeout).
+
+Over 400 lines on purpose: it is one state machine (the loop and the dispatch it drives share the
+connection's state), and the concerns that are not — close-code policy, backoff, positions,
+transports, events — already live in their own modules.
 """
 
 from __future__ import annotations
